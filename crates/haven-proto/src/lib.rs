@@ -1,1 +1,188 @@
+//! The HTTP API between `haven` and `haven-server`: request and response
+//! types and the stable error codes, shared by both sides. `docs/API.md`
+//! describes the routes.
 
+use serde::{Deserialize, Serialize};
+
+pub use haven_format::keys::KdfParams;
+use haven_format::{BlobId, PackId};
+
+mod error;
+pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
+
+/// Header carrying the client's version; a server that needs a newer client
+/// answers `client_too_old`.
+pub const CLIENT_VERSION_HEADER: &str = "haven-client-version";
+
+/// Most ids a client may put in one `missing` or `fetch` request.
+pub const MAX_IDS_PER_REQUEST: usize = 10_000;
+
+/// `GET /v1/health`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    /// `"ok"` when the server is ready.
+    pub status: String,
+    /// Server version.
+    pub version: String,
+    /// Oldest client version the server accepts.
+    pub min_client_version: String,
+}
+
+/// `POST /v1/auth/prelogin`: which KDF to run for this email. Unknown
+/// emails get stable, plausible fake parameters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreloginRequest {
+    pub email: String,
+}
+
+/// Answer to [`PreloginRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreloginResponse {
+    pub kdf: KdfParams,
+}
+
+/// `POST /v1/auth/signup`. Keys are hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SignupRequest {
+    pub email: String,
+    /// Required unless the server allows open sign-up.
+    pub invite: Option<String>,
+    pub kdf: KdfParams,
+    pub auth_key: String,
+    pub wrapped_master_key: String,
+    pub recovery_auth_key: String,
+    pub recovery_wrapped_master_key: String,
+    /// Name of the device signing up.
+    pub device: String,
+}
+
+/// `POST /v1/auth/login`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub email: String,
+    pub auth_key: String,
+    /// Device to sign in as; created if the account has none of that name.
+    pub device: String,
+}
+
+/// Answer to sign-up and login.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// Bearer token for this device.
+    pub token: String,
+    pub account_id: i64,
+    pub device_id: i64,
+    pub device: String,
+    /// True when the device already existed (a re-install or a wiped laptop).
+    pub existing_device: bool,
+    /// The master key wrapped by the password (hex).
+    pub wrapped_master_key: String,
+}
+
+/// `POST /v1/auth/recover`: proves the recovery key and gets its copy of
+/// the master key; with `new_password` set, also replaces the password.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoverRequest {
+    pub email: String,
+    pub recovery_auth_key: String,
+    pub new_password: Option<NewPassword>,
+}
+
+/// A new password's KDF parameters, auth key and wrapped master key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewPassword {
+    pub kdf: KdfParams,
+    pub auth_key: String,
+    pub wrapped_master_key: String,
+}
+
+/// Answer to [`RecoverRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecoverResponse {
+    pub recovery_wrapped_master_key: String,
+    pub password_changed: bool,
+}
+
+/// A device of the account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceInfo {
+    pub id: i64,
+    pub name: String,
+    /// RFC 3339.
+    pub created: String,
+    /// RFC 3339 time of the newest backup, if any.
+    pub last_backup: Option<String>,
+}
+
+/// `POST /v1/blobs/missing`: which of these does the server lack?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingRequest {
+    pub ids: Vec<BlobId>,
+}
+
+/// Answer to [`MissingRequest`]: the subset the account does not have.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MissingResponse {
+    pub missing: Vec<BlobId>,
+}
+
+/// Answer to `PUT /v1/packs/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PackStored {
+    pub pack: PackId,
+    pub blobs: u32,
+    /// Blobs the server already had from an earlier pack (not counted twice).
+    pub duplicate_blobs: u32,
+}
+
+/// `POST /v1/blobs/fetch`: the body of the answer is binary, one record
+/// per requested id in request order: `id(32) | status(1) | length u32le |
+/// sealed blob`, status 0 = found, 1 = missing (length 0).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FetchRequest {
+    pub ids: Vec<BlobId>,
+}
+
+/// Status byte of a fetch record: found.
+pub const FETCH_FOUND: u8 = 0;
+/// Status byte of a fetch record: the server has no such blob.
+pub const FETCH_MISSING: u8 = 1;
+
+/// `POST /v1/snapshots`: commit a backup. Idempotent by `id`: a retry
+/// after a lost answer returns the first commit's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// 32 hex characters chosen by the client.
+    pub id: String,
+    /// The encrypted snapshot description.
+    pub snapshot_blob: BlobId,
+    /// Backup start, RFC 3339.
+    pub time: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub client_version: String,
+    /// The snapshot whose referenced set `added` and `removed` are relative
+    /// to; `None` means `added` is the whole set.
+    pub parent: Option<String>,
+    /// Blob ids referenced now and not by `parent`.
+    pub added: Vec<BlobId>,
+    /// Blob ids referenced by `parent` and not now.
+    pub removed: Vec<BlobId>,
+}
+
+/// A committed backup as the server records it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub id: String,
+    pub device: String,
+    pub device_id: i64,
+    /// RFC 3339.
+    pub time: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub snapshot_blob: BlobId,
+    pub parent: Option<String>,
+    pub client_version: String,
+    /// Number of distinct blobs the backup references.
+    pub blobs: u64,
+}

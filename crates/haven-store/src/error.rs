@@ -1,0 +1,26 @@
+use thiserror::Error;
+
+/// Storage failures. `NotFound` and `Conflict` are answers about the data;
+/// `Io` and `Db` are failures of the backend, which callers report as
+/// "storage unavailable" and may retry.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The object or record does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was violated (e.g. the email is taken).
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The request breaks a rule of the store (bad key, bad reference).
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// A commit references blobs that are not stored.
+    #[error("{} referenced blobs are missing", .0.len())]
+    BlobsMissing(Vec<haven_format::BlobId>),
+    /// The local filesystem failed.
+    #[error("object store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database failed.
+    #[error("metadata database: {0}")]
+    Db(#[from] sqlx::Error),
+}

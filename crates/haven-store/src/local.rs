@@ -1,0 +1,161 @@
+//! The embedded object store: files under a directory.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::{ObjectStore, StoreError, check_key};
+
+/// Objects as files under `root/objects`, written durably: a temp file in
+/// `root/tmp`, fsync, rename into place, fsync the directory. A crash at
+/// any point leaves either no object or the whole object, plus at worst a
+/// stray temp file that [`LocalDirStore::open`] removes.
+#[derive(Clone, Debug)]
+pub struct LocalDirStore {
+    objects: PathBuf,
+    tmp: PathBuf,
+}
+
+impl LocalDirStore {
+    /// Opens (creating) a store rooted at `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let objects = root.join("objects");
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&objects)?;
+        fs::create_dir_all(&tmp)?;
+        // Temp files belong to puts that never finished (the process died).
+        for e in fs::read_dir(&tmp)? {
+            let _ = fs::remove_file(e?.path());
+        }
+        Ok(LocalDirStore { objects, tmp })
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        check_key(key)?;
+        Ok(self.objects.join(key))
+    }
+}
+
+fn not_found(e: io::Error) -> StoreError {
+    if e.kind() == io::ErrorKind::NotFound {
+        StoreError::NotFound
+    } else {
+        StoreError::Io(e)
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn put_blocking(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| io::Error::other("object path without parent"))?;
+    let created = !parent.exists();
+    fs::create_dir_all(parent)?;
+    let tmp_path = tmp_dir.join(format!("put-{:016x}", rand::random::<u64>()));
+    let result = (|| {
+        let mut f = File::create(&tmp_path)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp_path, path)?;
+        fsync_dir(parent)?;
+        if created {
+            if let Some(grand) = parent.parent() {
+                fsync_dir(grand)?;
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp_path);
+    }
+    result
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e)))?
+}
+
+#[async_trait]
+impl ObjectStore for LocalDirStore {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let tmp = self.tmp.clone();
+        blocking(move || Ok(put_blocking(&tmp, &path, &bytes)?)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.path(key)?;
+        blocking(move || fs::read(&path).map_err(not_found)).await
+    }
+
+    async fn get_ranges(
+        &self,
+        key: &str,
+        ranges: Vec<(u64, u32)>,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let path = self.path(key)?;
+        blocking(move || {
+            let mut f = File::open(&path).map_err(not_found)?;
+            let size = f.metadata()?.len();
+            let mut out = Vec::with_capacity(ranges.len());
+            for (offset, len) in ranges {
+                if offset.checked_add(len as u64).is_none_or(|end| end > size) {
+                    return Err(StoreError::Invalid(format!(
+                        "range {offset}+{len} beyond {size} bytes"
+                    )));
+                }
+                f.seek(SeekFrom::Start(offset))?;
+                let mut buf = vec![0u8; len as usize];
+                f.read_exact(&mut buf)?;
+                out.push(buf);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let root = self.objects.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                for e in fs::read_dir(&dir)? {
+                    let e = e?;
+                    let p = e.path();
+                    if e.file_type()?.is_dir() {
+                        stack.push(p);
+                    } else if let Ok(rel) = p.strip_prefix(&root) {
+                        let key = rel.to_string_lossy().into_owned();
+                        if key.starts_with(&prefix) {
+                            out.push(key);
+                        }
+                    }
+                }
+            }
+            out.sort();
+            Ok(out)
+        })
+        .await
+    }
+}

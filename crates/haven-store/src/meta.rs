@@ -1,0 +1,195 @@
+//! The metadata store: accounts, devices, tokens, the blob index and
+//! snapshots.
+//!
+//! Guarantees every implementation gives (checked by the conformance
+//! suite):
+//! * Every method is one transaction: it happens entirely or not at all.
+//! * Every query is scoped by account: no method returns, counts or
+//!   changes another account's rows, whatever ids it is given.
+//! * `snapshot_commit` is atomic and checked: the snapshot becomes visible
+//!   only if every blob it references is indexed for the account, in the
+//!   same transaction (invariant 1). It is idempotent by snapshot id.
+
+use async_trait::async_trait;
+use haven_format::{BlobId, PackId, blob::BlobKind};
+
+use crate::StoreError;
+
+/// A new account's credentials, all produced by the client.
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    pub email: String,
+    /// The KDF parameters as JSON.
+    pub kdf: String,
+    pub auth_hash: [u8; 32],
+    pub wrapped_key: Vec<u8>,
+    pub recovery_auth_hash: [u8; 32],
+    pub recovery_wrapped_key: Vec<u8>,
+}
+
+/// A stored account.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub id: i64,
+    pub email: String,
+    pub kdf: String,
+    pub auth_hash: Vec<u8>,
+    pub wrapped_key: Vec<u8>,
+    pub recovery_auth_hash: Vec<u8>,
+    pub recovery_wrapped_key: Vec<u8>,
+    pub is_admin: bool,
+}
+
+/// A device of an account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    pub id: i64,
+    pub account_id: i64,
+    pub name: String,
+    pub created: i64,
+    pub last_backup: Option<i64>,
+}
+
+/// One blob of an uploaded pack, with the BLAKE3 hash of its ciphertext
+/// computed by the server.
+#[derive(Clone, Debug)]
+pub struct PackBlob {
+    pub id: BlobId,
+    pub kind: BlobKind,
+    pub offset: u64,
+    pub length: u32,
+    pub hash: [u8; 32],
+}
+
+/// Where a blob is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub object_key: String,
+    pub offset: u64,
+    pub length: u32,
+    pub hash: Vec<u8>,
+}
+
+/// A snapshot to commit.
+#[derive(Clone, Debug)]
+pub struct NewSnapshot {
+    pub account_id: i64,
+    pub device_id: i64,
+    pub id: String,
+    pub time: i64,
+    pub files: u64,
+    pub bytes: u64,
+    pub snapshot_blob: BlobId,
+    pub parent: Option<String>,
+    pub client_version: String,
+    pub added: Vec<BlobId>,
+    pub removed: Vec<BlobId>,
+}
+
+/// A committed snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRow {
+    pub id: String,
+    pub device_id: i64,
+    pub device: String,
+    pub time: i64,
+    pub files: u64,
+    pub bytes: u64,
+    pub snapshot_blob: BlobId,
+    pub parent: Option<String>,
+    pub client_version: String,
+    pub blobs: u64,
+}
+
+/// Why an invite could not be redeemed.
+pub const INVITE_INVALID: &str = "invite";
+/// The email is taken.
+pub const EMAIL_TAKEN: &str = "email";
+
+#[async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// A server-wide setting.
+    async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets `key` unless it is set; returns the value in force.
+    async fn setting_init(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// Records a one-time invite (its hash), optionally bound to an email.
+    async fn invite_create(
+        &self,
+        code_hash: [u8; 32],
+        email: Option<&str>,
+        expires: i64,
+    ) -> Result<(), StoreError>;
+    /// Creates an account, consuming the invite if one is given, in one
+    /// transaction. `Conflict(EMAIL_TAKEN)` or `Conflict(INVITE_INVALID)`.
+    async fn account_create(
+        &self,
+        new: &NewAccount,
+        invite_hash: Option<[u8; 32]>,
+    ) -> Result<i64, StoreError>;
+    /// The account with this email.
+    async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError>;
+    /// Replaces the password credentials.
+    async fn account_set_password(
+        &self,
+        account_id: i64,
+        kdf: &str,
+        auth_hash: [u8; 32],
+        wrapped_key: &[u8],
+    ) -> Result<(), StoreError>;
+
+    /// The device of this name, created if absent; `true` if it existed.
+    async fn device_upsert(
+        &self,
+        account_id: i64,
+        name: &str,
+    ) -> Result<(Device, bool), StoreError>;
+    /// The account's devices by name.
+    async fn devices(&self, account_id: i64) -> Result<Vec<Device>, StoreError>;
+
+    /// Stores a token hash for a device.
+    async fn token_create(
+        &self,
+        hash: [u8; 32],
+        account_id: i64,
+        device_id: i64,
+    ) -> Result<(), StoreError>;
+    /// `(account_id, device_id)` of a token hash.
+    async fn token_lookup(&self, hash: [u8; 32]) -> Result<Option<(i64, i64)>, StoreError>;
+
+    /// The subset of `ids` the account has no blob for, in input order.
+    async fn blobs_missing(
+        &self,
+        account_id: i64,
+        ids: &[BlobId],
+    ) -> Result<Vec<BlobId>, StoreError>;
+    /// Indexes a stored pack's blobs; blobs already indexed keep their
+    /// first location. Returns how many were already indexed.
+    async fn pack_insert(
+        &self,
+        account_id: i64,
+        pack: PackId,
+        object_key: &str,
+        size: u64,
+        blobs: &[PackBlob],
+    ) -> Result<u32, StoreError>;
+    /// Locations of blobs, `None` where the account has no such blob.
+    async fn blob_locations(
+        &self,
+        account_id: i64,
+        ids: &[BlobId],
+    ) -> Result<Vec<Option<BlobLocation>>, StoreError>;
+
+    /// Commits a snapshot (see the trait's guarantees).
+    async fn snapshot_commit(&self, new: &NewSnapshot) -> Result<SnapshotRow, StoreError>;
+    /// Snapshots of the account (of one device if given), newest first.
+    async fn snapshots(
+        &self,
+        account_id: i64,
+        device_id: Option<i64>,
+    ) -> Result<Vec<SnapshotRow>, StoreError>;
+    /// One snapshot.
+    async fn snapshot(&self, account_id: i64, id: &str) -> Result<Option<SnapshotRow>, StoreError>;
+    /// Deletes a snapshot record and its references; `false` if absent.
+    async fn snapshot_delete(&self, account_id: i64, id: &str) -> Result<bool, StoreError>;
+}

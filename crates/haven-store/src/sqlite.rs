@@ -1,0 +1,548 @@
+//! The embedded metadata store: SQLite in WAL mode with `synchronous=FULL`,
+//! so an acknowledged commit survives power loss. Writes run in
+//! `BEGIN IMMEDIATE` transactions: SQLite has one writer, and taking the
+//! write lock up front avoids the deadlock of two readers upgrading.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use haven_format::{BlobId, PackId};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::meta::*;
+use crate::{StoreError, now_secs};
+
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+
+/// SQLite behind [`MetaStore`].
+#[derive(Clone, Debug)]
+pub struct SqliteMeta {
+    pool: SqlitePool,
+}
+
+fn blob_id(bytes: &[u8]) -> Result<BlobId, StoreError> {
+    let arr: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Invalid("stored blob id has a wrong length".into()))?;
+    Ok(BlobId(arr))
+}
+
+fn snapshot_row(r: &sqlx::sqlite::SqliteRow) -> Result<SnapshotRow, StoreError> {
+    Ok(SnapshotRow {
+        id: r.try_get("id")?,
+        device_id: r.try_get("device_id")?,
+        device: r.try_get("device")?,
+        time: r.try_get("time")?,
+        files: r.try_get::<i64, _>("files")? as u64,
+        bytes: r.try_get::<i64, _>("bytes")? as u64,
+        snapshot_blob: blob_id(&r.try_get::<Vec<u8>, _>("snapshot_blob")?)?,
+        parent: r.try_get("parent")?,
+        client_version: r.try_get("client_version")?,
+        blobs: r.try_get::<i64, _>("blobs")? as u64,
+    })
+}
+
+const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.time, s.files, s.bytes, \
+     s.snapshot_blob, s.parent, s.client_version, s.blobs \
+     FROM snapshots s JOIN devices d ON d.id = s.device_id";
+
+impl SqliteMeta {
+    /// Opens (creating and migrating) the database file.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        let opts = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
+        let me = SqliteMeta { pool };
+        me.migrate().await?;
+        Ok(me)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *tx)
+            .await?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MetaStore for SqliteMeta {
+    async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn setting_init(&self, key: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        let v: Vec<u8> = sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(v)
+    }
+
+    async fn invite_create(
+        &self,
+        code_hash: [u8; 32],
+        email: Option<&str>,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO invites (code_hash, email, created, expires) VALUES (?, ?, ?, ?)")
+            .bind(&code_hash[..])
+            .bind(email)
+            .bind(now_secs())
+            .bind(expires)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn account_create(
+        &self,
+        new: &NewAccount,
+        invite_hash: Option<[u8; 32]>,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE email = ?")
+            .bind(&new.email)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(EMAIL_TAKEN));
+        }
+        let first: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&mut *tx)
+            .await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO accounts (email, kdf, auth_hash, wrapped_key, recovery_auth_hash, \
+             recovery_wrapped_key, is_admin, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&new.email)
+        .bind(&new.kdf)
+        .bind(&new.auth_hash[..])
+        .bind(&new.wrapped_key)
+        .bind(&new.recovery_auth_hash[..])
+        .bind(&new.recovery_wrapped_key)
+        .bind(first == 0) // the first account administers the server
+        .bind(now_secs())
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(hash) = invite_hash {
+            let used = sqlx::query(
+                "UPDATE invites SET used_by = ? WHERE code_hash = ? AND used_by IS NULL \
+                 AND expires > ? AND (email IS NULL OR email = ?)",
+            )
+            .bind(id)
+            .bind(&hash[..])
+            .bind(now_secs())
+            .bind(&new.email)
+            .execute(&mut *tx)
+            .await?;
+            if used.rows_affected() != 1 {
+                return Err(StoreError::Conflict(INVITE_INVALID));
+            }
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, email, kdf, auth_hash, wrapped_key, recovery_auth_hash, recovery_wrapped_key, is_admin \
+             FROM accounts WHERE email = ?",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Account {
+                id: r.try_get("id")?,
+                email: r.try_get("email")?,
+                kdf: r.try_get("kdf")?,
+                auth_hash: r.try_get("auth_hash")?,
+                wrapped_key: r.try_get("wrapped_key")?,
+                recovery_auth_hash: r.try_get("recovery_auth_hash")?,
+                recovery_wrapped_key: r.try_get("recovery_wrapped_key")?,
+                is_admin: r.try_get("is_admin")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn account_set_password(
+        &self,
+        account_id: i64,
+        kdf: &str,
+        auth_hash: [u8; 32],
+        wrapped_key: &[u8],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE accounts SET kdf = ?, auth_hash = ?, wrapped_key = ? WHERE id = ?")
+            .bind(kdf)
+            .bind(&auth_hash[..])
+            .bind(wrapped_key)
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        // A new password signs every device out: whoever knew the old one
+        // must not keep a working token.
+        sqlx::query("DELETE FROM tokens WHERE account_id = ?")
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn device_upsert(
+        &self,
+        account_id: i64,
+        name: &str,
+    ) -> Result<(Device, bool), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO devices (account_id, name, created) VALUES (?, ?, ?)",
+        )
+        .bind(account_id)
+        .bind(name)
+        .bind(now_secs())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let r = sqlx::query("SELECT id, created FROM devices WHERE account_id = ? AND name = ?")
+            .bind(account_id)
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let dev = Device {
+            id: r.try_get("id")?,
+            account_id,
+            name: name.to_string(),
+            created: r.try_get("created")?,
+            last_backup: None,
+        };
+        Ok((dev, inserted == 0))
+    }
+
+    async fn devices(&self, account_id: i64) -> Result<Vec<Device>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.name, d.created, (SELECT MAX(time) FROM snapshots s \
+             WHERE s.account_id = d.account_id AND s.device_id = d.id) AS last_backup \
+             FROM devices d WHERE d.account_id = ? ORDER BY d.name",
+        )
+        .bind(account_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Device {
+                    id: r.try_get("id")?,
+                    account_id,
+                    name: r.try_get("name")?,
+                    created: r.try_get("created")?,
+                    last_backup: r.try_get("last_backup")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn token_create(
+        &self,
+        hash: [u8; 32],
+        account_id: i64,
+        device_id: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (hash, account_id, device_id, created) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&hash[..])
+        .bind(account_id)
+        .bind(device_id)
+        .bind(now_secs())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_lookup(&self, hash: [u8; 32]) -> Result<Option<(i64, i64)>, StoreError> {
+        let r = sqlx::query("SELECT account_id, device_id FROM tokens WHERE hash = ?")
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| Ok((r.try_get("account_id")?, r.try_get("device_id")?)))
+            .transpose()
+    }
+
+    async fn blobs_missing(
+        &self,
+        account_id: i64,
+        ids: &[BlobId],
+    ) -> Result<Vec<BlobId>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut missing = Vec::new();
+        for id in ids {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM blobs WHERE account_id = ? AND id = ?")
+                    .bind(account_id)
+                    .bind(&id.0[..])
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if found.is_none() {
+                missing.push(*id);
+            }
+        }
+        Ok(missing)
+    }
+
+    async fn pack_insert(
+        &self,
+        account_id: i64,
+        pack: PackId,
+        object_key: &str,
+        size: u64,
+        blobs: &[PackBlob],
+    ) -> Result<u32, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("INSERT OR IGNORE INTO packs (account_id, id, object_key, size, created) VALUES (?, ?, ?, ?, ?)")
+            .bind(account_id)
+            .bind(&pack.0[..])
+            .bind(object_key)
+            .bind(size as i64)
+            .bind(now_secs())
+            .execute(&mut *tx)
+            .await?;
+        let mut dup = 0;
+        for b in blobs {
+            let n = sqlx::query(
+                "INSERT OR IGNORE INTO blobs (account_id, id, kind, pack_id, offset, length, hash) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(account_id)
+            .bind(&b.id.0[..])
+            .bind(b.kind as u8 as i64)
+            .bind(&pack.0[..])
+            .bind(b.offset as i64)
+            .bind(b.length as i64)
+            .bind(&b.hash[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                dup += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(dup)
+    }
+
+    async fn blob_locations(
+        &self,
+        account_id: i64,
+        ids: &[BlobId],
+    ) -> Result<Vec<Option<BlobLocation>>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let r = sqlx::query(
+                "SELECT p.object_key, b.offset, b.length, b.hash FROM blobs b \
+                 JOIN packs p ON p.account_id = b.account_id AND p.id = b.pack_id \
+                 WHERE b.account_id = ? AND b.id = ?",
+            )
+            .bind(account_id)
+            .bind(&id.0[..])
+            .fetch_optional(&mut *conn)
+            .await?;
+            out.push(
+                r.map(|r| -> Result<BlobLocation, StoreError> {
+                    Ok(BlobLocation {
+                        object_key: r.try_get("object_key")?,
+                        offset: r.try_get::<i64, _>("offset")? as u64,
+                        length: r.try_get::<i64, _>("length")? as u32,
+                        hash: r.try_get("hash")?,
+                    })
+                })
+                .transpose()?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn snapshot_commit(&self, new: &NewSnapshot) -> Result<SnapshotRow, StoreError> {
+        let a = new.account_id;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let existing = sqlx::query(&format!(
+            "{SNAPSHOT_SELECT} WHERE s.account_id = ? AND s.id = ?"
+        ))
+        .bind(a)
+        .bind(&new.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(r) = existing {
+            // A retried commit whose first answer was lost.
+            return snapshot_row(&r);
+        }
+        if let Some(parent) = &new.parent {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM snapshots WHERE account_id = ? AND id = ?")
+                    .bind(a)
+                    .bind(parent)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if found.is_none() {
+                // The parent was deleted meanwhile: the client resends the whole set.
+                return Err(StoreError::NotFound);
+            }
+            sqlx::query(
+                "INSERT INTO snapshot_refs (account_id, snapshot_id, blob_id) \
+                 SELECT account_id, ?, blob_id FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ?",
+            )
+            .bind(&new.id)
+            .bind(a)
+            .bind(parent)
+            .execute(&mut *tx)
+            .await?;
+            for id in &new.removed {
+                sqlx::query("DELETE FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ? AND blob_id = ?")
+                    .bind(a)
+                    .bind(&new.id)
+                    .bind(&id.0[..])
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        for id in new.added.iter().chain(std::iter::once(&new.snapshot_blob)) {
+            sqlx::query("INSERT OR IGNORE INTO snapshot_refs (account_id, snapshot_id, blob_id) VALUES (?, ?, ?)")
+                .bind(a)
+                .bind(&new.id)
+                .bind(&id.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Invariant 1: nothing is visible unless all it references is stored.
+        let missing: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT r.blob_id FROM snapshot_refs r LEFT JOIN blobs b \
+             ON b.account_id = r.account_id AND b.id = r.blob_id \
+             WHERE r.account_id = ? AND r.snapshot_id = ? AND b.id IS NULL LIMIT 1000",
+        )
+        .bind(a)
+        .bind(&new.id)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !missing.is_empty() {
+            let ids = missing
+                .iter()
+                .map(|m| blob_id(m))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Err(StoreError::BlobsMissing(ids));
+        }
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ?",
+        )
+        .bind(a)
+        .bind(&new.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, parent, \
+             client_version, blobs, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a)
+        .bind(&new.id)
+        .bind(new.device_id)
+        .bind(new.time)
+        .bind(new.files as i64)
+        .bind(new.bytes as i64)
+        .bind(&new.snapshot_blob.0[..])
+        .bind(&new.parent)
+        .bind(&new.client_version)
+        .bind(count)
+        .bind(now_secs())
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query(&format!(
+            "{SNAPSHOT_SELECT} WHERE s.account_id = ? AND s.id = ?"
+        ))
+        .bind(a)
+        .bind(&new.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let row = snapshot_row(&r)?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
+    async fn snapshots(
+        &self,
+        account_id: i64,
+        device_id: Option<i64>,
+    ) -> Result<Vec<SnapshotRow>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SNAPSHOT_SELECT} WHERE s.account_id = ? AND (? IS NULL OR s.device_id = ?) \
+             ORDER BY s.time DESC, s.created DESC, s.id"
+        ))
+        .bind(account_id)
+        .bind(device_id)
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(snapshot_row).collect()
+    }
+
+    async fn snapshot(&self, account_id: i64, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
+        let r = sqlx::query(&format!(
+            "{SNAPSHOT_SELECT} WHERE s.account_id = ? AND s.id = ?"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        r.as_ref().map(snapshot_row).transpose()
+    }
+
+    async fn snapshot_delete(&self, account_id: i64, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let n = sqlx::query("DELETE FROM snapshots WHERE account_id = ? AND id = ?")
+            .bind(account_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ?")
+            .bind(account_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+}

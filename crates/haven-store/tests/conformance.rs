@@ -1,0 +1,289 @@
+//! The conformance suite: every ObjectStore and MetaStore implementation
+//! runs these. Today: LocalDirStore and SqliteMeta.
+
+use haven_format::blob::BlobKind;
+use haven_format::{BlobId, PackId};
+use haven_store::meta::{EMAIL_TAKEN, INVITE_INVALID, NewAccount, NewSnapshot, PackBlob};
+use haven_store::{LocalDirStore, MetaStore, ObjectStore, SqliteMeta, StoreError};
+
+async fn object_store_contract(s: &dyn ObjectStore) {
+    assert!(matches!(
+        s.get("packs/1/ab/missing").await,
+        Err(StoreError::NotFound)
+    ));
+    s.put("packs/1/ab/one", b"hello world".to_vec())
+        .await
+        .expect("put");
+    assert_eq!(s.get("packs/1/ab/one").await.expect("get"), b"hello world");
+    let r = s
+        .get_ranges("packs/1/ab/one", vec![(6, 5), (0, 5)])
+        .await
+        .expect("ranges");
+    assert_eq!(r, vec![b"world".to_vec(), b"hello".to_vec()]);
+    assert!(
+        s.get_ranges("packs/1/ab/one", vec![(8, 5)]).await.is_err(),
+        "range past the end"
+    );
+    s.put("packs/1/cd/two", vec![1, 2, 3]).await.expect("put");
+    assert_eq!(
+        s.list("packs/1/").await.expect("list"),
+        vec!["packs/1/ab/one", "packs/1/cd/two"]
+    );
+    s.delete("packs/1/ab/one").await.expect("delete");
+    s.delete("packs/1/ab/one")
+        .await
+        .expect("delete is idempotent");
+    assert!(matches!(
+        s.get("packs/1/ab/one").await,
+        Err(StoreError::NotFound)
+    ));
+    for bad in ["../etc/passwd", "/abs", "a//b", "a/./b", "UPPER", ""] {
+        assert!(
+            matches!(s.put(bad, vec![]).await, Err(StoreError::Invalid(_))),
+            "{bad}"
+        );
+    }
+}
+
+fn account(email: &str) -> NewAccount {
+    NewAccount {
+        email: email.into(),
+        kdf: "{}".into(),
+        auth_hash: [1; 32],
+        wrapped_key: vec![2; 73],
+        recovery_auth_hash: [3; 32],
+        recovery_wrapped_key: vec![4; 73],
+    }
+}
+
+fn blob(n: u8) -> PackBlob {
+    PackBlob {
+        id: BlobId([n; 32]),
+        kind: BlobKind::Data,
+        offset: 5 + n as u64,
+        length: 50,
+        hash: [n; 32],
+    }
+}
+
+fn snap(
+    account_id: i64,
+    device_id: i64,
+    id: &str,
+    parent: Option<&str>,
+    added: &[u8],
+    removed: &[u8],
+) -> NewSnapshot {
+    NewSnapshot {
+        account_id,
+        device_id,
+        id: id.into(),
+        time: 1000,
+        files: 1,
+        bytes: 2,
+        snapshot_blob: BlobId([200; 32]),
+        parent: parent.map(String::from),
+        client_version: "t".into(),
+        added: added.iter().map(|&n| BlobId([n; 32])).collect(),
+        removed: removed.iter().map(|&n| BlobId([n; 32])).collect(),
+    }
+}
+
+async fn meta_store_contract(m: &dyn MetaStore) {
+    // Accounts and invites.
+    let a = m
+        .account_create(&account("a@x"), None)
+        .await
+        .expect("create");
+    assert!(matches!(
+        m.account_create(&account("a@x"), None).await,
+        Err(StoreError::Conflict(EMAIL_TAKEN))
+    ));
+    m.invite_create([9; 32], Some("b@x"), i64::MAX)
+        .await
+        .expect("invite");
+    assert!(
+        matches!(
+            m.account_create(&account("c@x"), Some([9; 32])).await,
+            Err(StoreError::Conflict(INVITE_INVALID))
+        ),
+        "invite bound to another email"
+    );
+    assert!(
+        m.account_by_email("c@x").await.expect("lookup").is_none(),
+        "failed sign-up left no account"
+    );
+    let b = m
+        .account_create(&account("b@x"), Some([9; 32]))
+        .await
+        .expect("redeem");
+    assert!(
+        matches!(
+            m.account_create(&account("d@x"), Some([9; 32])).await,
+            Err(StoreError::Conflict(INVITE_INVALID))
+        ),
+        "invite is one-time"
+    );
+    assert!(
+        m.account_by_email("a@x")
+            .await
+            .expect("get")
+            .expect("exists")
+            .is_admin
+    );
+    assert!(
+        !m.account_by_email("b@x")
+            .await
+            .expect("get")
+            .expect("exists")
+            .is_admin
+    );
+
+    // Devices and tokens.
+    let (da, existed) = m.device_upsert(a, "laptop").await.expect("device");
+    assert!(!existed);
+    let (da2, existed) = m.device_upsert(a, "laptop").await.expect("device");
+    assert!(existed);
+    assert_eq!(da.id, da2.id);
+    let (db, _) = m.device_upsert(b, "laptop").await.expect("device");
+    m.token_create([5; 32], a, da.id).await.expect("token");
+    assert_eq!(
+        m.token_lookup([5; 32]).await.expect("lookup"),
+        Some((a, da.id))
+    );
+    m.account_set_password(a, "{}", [7; 32], &[8; 73])
+        .await
+        .expect("password");
+    assert_eq!(
+        m.token_lookup([5; 32]).await.expect("lookup"),
+        None,
+        "a new password signs devices out"
+    );
+
+    // Blobs are per account.
+    let blobs: Vec<PackBlob> = (1..=4)
+        .map(blob)
+        .chain([PackBlob {
+            id: BlobId([200; 32]),
+            ..blob(5)
+        }])
+        .collect();
+    assert_eq!(
+        m.pack_insert(a, PackId([1; 32]), "packs/a/1", 1000, &blobs)
+            .await
+            .expect("pack"),
+        0
+    );
+    assert_eq!(
+        m.pack_insert(a, PackId([2; 32]), "packs/a/2", 1000, &blobs[..2])
+            .await
+            .expect("pack"),
+        2
+    );
+    let ids: Vec<BlobId> = (1..=6).map(|n| BlobId([n; 32])).collect();
+    assert_eq!(
+        m.blobs_missing(a, &ids).await.expect("missing"),
+        vec![BlobId([5; 32]), BlobId([6; 32])]
+    );
+    assert_eq!(
+        m.blobs_missing(b, &ids[..2]).await.expect("missing"),
+        ids[..2].to_vec(),
+        "b cannot see a's blobs"
+    );
+    let loc = m.blob_locations(a, &ids[..1]).await.expect("loc");
+    assert_eq!(
+        loc[0].as_ref().expect("found").object_key,
+        "packs/a/1",
+        "first location wins"
+    );
+    assert_eq!(
+        m.blob_locations(b, &ids[..1]).await.expect("loc"),
+        vec![None]
+    );
+
+    // Commits are checked, delta-encoded and idempotent.
+    match m
+        .snapshot_commit(&snap(a, da.id, "s1", None, &[1, 2, 6], &[]))
+        .await
+    {
+        Err(StoreError::BlobsMissing(ids)) => assert_eq!(ids, vec![BlobId([6; 32])]),
+        other => panic!("expected BlobsMissing, got {other:?}"),
+    }
+    assert!(
+        m.snapshots(a, None).await.expect("list").is_empty(),
+        "a refused commit leaves nothing"
+    );
+    let s1 = m
+        .snapshot_commit(&snap(a, da.id, "s1", None, &[1, 2, 3], &[]))
+        .await
+        .expect("commit");
+    assert_eq!(s1.blobs, 4);
+    assert_eq!(
+        m.snapshot_commit(&snap(a, da.id, "s1", None, &[1, 2, 3], &[]))
+            .await
+            .expect("retry"),
+        s1
+    );
+    let s2 = m
+        .snapshot_commit(&snap(a, da.id, "s2", Some("s1"), &[4], &[1]))
+        .await
+        .expect("commit");
+    assert_eq!(s2.blobs, 4, "2, 3, 4 and the snapshot blob");
+    assert!(
+        matches!(
+            m.snapshot_commit(&snap(b, db.id, "s3", Some("s1"), &[], &[]))
+                .await,
+            Err(StoreError::NotFound)
+        ),
+        "b cannot use a's snapshot as parent"
+    );
+    assert!(
+        matches!(
+            m.snapshot_commit(&snap(b, db.id, "s3", None, &[1], &[]))
+                .await,
+            Err(StoreError::BlobsMissing(_))
+        ),
+        "b cannot reference a's blobs"
+    );
+    assert_eq!(m.snapshots(a, Some(da.id)).await.expect("list").len(), 2);
+    assert!(m.snapshots(b, None).await.expect("list").is_empty());
+    assert!(m.snapshot(b, "s1").await.expect("get").is_none());
+    assert!(
+        !m.snapshot_delete(b, "s1").await.expect("delete"),
+        "b cannot delete a's snapshot"
+    );
+    assert!(m.snapshot_delete(a, "s1").await.expect("delete"));
+    assert!(m.snapshot(a, "s2").await.expect("get").is_some());
+    assert_eq!(
+        m.devices(a).await.expect("devices")[0].last_backup,
+        Some(1000)
+    );
+
+    assert_eq!(m.setting_init("k", b"v1").await.expect("init"), b"v1");
+    assert_eq!(
+        m.setting_init("k", b"v2").await.expect("init"),
+        b"v1",
+        "first value stays"
+    );
+}
+
+#[tokio::test]
+async fn local_dir_store_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    object_store_contract(&LocalDirStore::open(dir.path()).expect("open")).await;
+}
+
+#[tokio::test]
+async fn sqlite_meta_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = SqliteMeta::open(&dir.path().join("meta.db"))
+        .await
+        .expect("open");
+    meta_store_contract(&m).await;
+    drop(m);
+    // Reopening runs no migration twice and keeps the data.
+    let m = SqliteMeta::open(&dir.path().join("meta.db"))
+        .await
+        .expect("reopen");
+    assert!(m.account_by_email("a@x").await.expect("get").is_some());
+}
