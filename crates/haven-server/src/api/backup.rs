@@ -1,0 +1,343 @@
+//! Devices, blobs, packs and snapshots.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use haven_format::pack::parse_pack;
+use haven_format::{BlobId, PackId};
+use haven_proto::*;
+use haven_store::StoreError;
+use haven_store::meta::{NewSnapshot, PackBlob, SnapshotRow};
+use serde::Deserialize;
+
+use super::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
+
+fn rfc3339(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn parse_rfc3339(s: &str) -> ApiResult<i64> {
+    humantime::parse_rfc3339(s)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .ok_or_else(|| ApiError::bad_request(format!("{s:?} is not an RFC 3339 UTC time.")))
+}
+
+fn check_ids(ids: &[BlobId]) -> ApiResult<()> {
+    if ids.len() > MAX_IDS_PER_REQUEST {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            format!("At most {MAX_IDS_PER_REQUEST} ids fit in one request."),
+        )
+        .fix("Split the request."));
+    }
+    Ok(())
+}
+
+/// `GET /v1/devices`.
+pub async fn devices(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<DeviceInfo>>> {
+    let devs = state.meta.devices(caller.account_id).await?;
+    Ok(Json(
+        devs.into_iter()
+            .map(|d| DeviceInfo {
+                id: d.id,
+                name: d.name,
+                created: rfc3339(d.created),
+                last_backup: d.last_backup.map(rfc3339),
+            })
+            .collect(),
+    ))
+}
+
+/// `POST /v1/blobs/missing`.
+pub async fn missing(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Json(req): Json<MissingRequest>,
+) -> ApiResult<Json<MissingResponse>> {
+    check_ids(&req.ids)?;
+    let missing = state
+        .meta
+        .blobs_missing(caller.account_id, &req.ids)
+        .await?;
+    Ok(Json(MissingResponse { missing }))
+}
+
+/// `PUT /v1/packs/{id}`. The pack is checked before anything is stored:
+/// its id must be the hash of its bytes (catches truncation and bit flips
+/// in transit), and its index must describe exactly its body with
+/// well-framed blobs (so that scrub and restore can trust the offsets).
+/// The server records the hash of each blob's ciphertext for scrub.
+pub async fn put_pack(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<PackStored>> {
+    let pack_id = PackId::from_hex(&id)
+        .map_err(|_| ApiError::bad_request("A pack id is 64 hex characters."))?;
+    let body_vec = body.to_vec();
+    let checked =
+        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<PackBlob>), ApiError> {
+            if PackId::of(&body_vec) != pack_id {
+                return Err(ApiError::pack_invalid(
+                    "its content does not match its id (damaged in transit?)",
+                ));
+            }
+            let entries = parse_pack(&body_vec).map_err(ApiError::pack_invalid)?;
+            let blobs = entries
+                .into_iter()
+                .map(|e| {
+                    let range = e.offset as usize..e.offset as usize + e.length as usize;
+                    PackBlob {
+                        id: e.id,
+                        kind: e.kind,
+                        offset: e.offset,
+                        length: e.length,
+                        hash: *blake3::hash(&body_vec[range]).as_bytes(),
+                    }
+                })
+                .collect();
+            Ok((body_vec, blobs))
+        })
+        .await
+        .map_err(|_| ApiError::pack_invalid("verification crashed"))??;
+    let (bytes, blobs) = checked;
+    let key = format!(
+        "packs/{}/{}/{}",
+        caller.account_id,
+        &id[..2],
+        pack_id.to_hex()
+    );
+    let size = bytes.len() as u64;
+    // Store first, index second: an index entry never points at a pack
+    // that is not durably stored. A crash in between leaves an unindexed
+    // object, which GC removes and a retried upload replaces.
+    state.objects.put(&key, bytes).await?;
+    let dup = state
+        .meta
+        .pack_insert(caller.account_id, pack_id, &key, size, &blobs)
+        .await?;
+    Ok(Json(PackStored {
+        pack: pack_id,
+        blobs: blobs.len() as u32,
+        duplicate_blobs: dup,
+    }))
+}
+
+/// `POST /v1/blobs/fetch`: sealed blobs in request order, binary (see
+/// `haven_proto::FetchRequest`). Blobs whose stored ciphertext no longer
+/// matches the hash recorded at upload are reported as missing rather than
+/// sent: the store is damaged there.
+pub async fn fetch(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Json(req): Json<FetchRequest>,
+) -> ApiResult<Vec<u8>> {
+    check_ids(&req.ids)?;
+    let locs = state
+        .meta
+        .blob_locations(caller.account_id, &req.ids)
+        .await?;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < locs.len() {
+        let Some(first) = &locs[i] else {
+            push_record(&mut out, &req.ids[i], None);
+            i += 1;
+            continue;
+        };
+        // A run of blobs from the same pack is read with one open.
+        let mut j = i + 1;
+        while j < locs.len()
+            && locs[j]
+                .as_ref()
+                .is_some_and(|l| l.object_key == first.object_key)
+        {
+            j += 1;
+        }
+        let ranges = locs[i..j]
+            .iter()
+            .flatten()
+            .map(|l| (l.offset, l.length))
+            .collect();
+        match state.objects.get_ranges(&first.object_key, ranges).await {
+            Ok(blobs) => {
+                for (k, b) in blobs.iter().enumerate() {
+                    let loc = locs[i + k].as_ref();
+                    let intact = loc.is_some_and(|l| blake3::hash(b).as_bytes()[..] == l.hash[..]);
+                    if !intact {
+                        tracing::warn!(blob = %req.ids[i + k], "stored blob does not match its recorded hash");
+                    }
+                    push_record(&mut out, &req.ids[i + k], intact.then_some(b.as_slice()));
+                }
+            }
+            Err(StoreError::NotFound) | Err(StoreError::Invalid(_)) => {
+                tracing::warn!(pack = %first.object_key, "pack is missing or truncated");
+                for id in &req.ids[i..j] {
+                    push_record(&mut out, id, None);
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        i = j;
+    }
+    Ok(out)
+}
+
+fn push_record(out: &mut Vec<u8>, id: &BlobId, blob: Option<&[u8]>) {
+    out.extend_from_slice(&id.0);
+    match blob {
+        Some(b) => {
+            out.push(FETCH_FOUND);
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        None => {
+            out.push(FETCH_MISSING);
+            out.extend_from_slice(&0u32.to_le_bytes());
+        }
+    }
+}
+
+fn record(r: SnapshotRow) -> SnapshotRecord {
+    SnapshotRecord {
+        id: r.id,
+        device: r.device,
+        device_id: r.device_id,
+        time: rfc3339(r.time),
+        files: r.files,
+        bytes: r.bytes,
+        snapshot_blob: r.snapshot_blob,
+        parent: r.parent,
+        client_version: r.client_version,
+        blobs: r.blobs,
+    }
+}
+
+fn check_snapshot_id(id: &str) -> ApiResult<()> {
+    if id.len() != 32
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(ApiError::not_found("backup"));
+    }
+    Ok(())
+}
+
+/// `POST /v1/snapshots`.
+pub async fn commit(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Json(req): Json<CommitRequest>,
+) -> ApiResult<(StatusCode, Json<SnapshotRecord>)> {
+    check_snapshot_id(&req.id)
+        .map_err(|_| ApiError::bad_request("A snapshot id is 32 lower-case hex characters."))?;
+    if let Some(p) = &req.parent {
+        check_snapshot_id(p)?;
+    }
+    let new = NewSnapshot {
+        account_id: caller.account_id,
+        device_id: caller.device_id,
+        id: req.id,
+        time: parse_rfc3339(&req.time)?,
+        files: req.files,
+        bytes: req.bytes,
+        snapshot_blob: req.snapshot_blob,
+        parent: req.parent,
+        client_version: req.client_version.chars().take(64).collect(),
+        added: req.added,
+        removed: req.removed,
+    };
+    match state.meta.snapshot_commit(&new).await {
+        Ok(row) => {
+            tracing::info!(account_id = caller.account_id, snapshot = %row.id, files = row.files, "snapshot committed");
+            Ok((StatusCode::CREATED, Json(record(row))))
+        }
+        Err(StoreError::BlobsMissing(ids)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::BlobsMissing,
+            format!(
+                "The backup references {} blobs the server does not have, so it was not saved.",
+                ids.len()
+            ),
+        )
+        .fix("The client uploads the missing blobs and commits again.")
+        .details(serde_json::json!({ "missing": ids }))),
+        Err(StoreError::NotFound) => Err(ApiError::not_found("parent backup")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    device: Option<String>,
+}
+
+/// `GET /v1/snapshots[?device=NAME]`.
+pub async fn list(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<SnapshotRecord>>> {
+    let device_id = match &q.device {
+        None => None,
+        Some(name) => match state
+            .meta
+            .devices(caller.account_id)
+            .await?
+            .into_iter()
+            .find(|d| &d.name == name)
+        {
+            Some(d) => Some(d.id),
+            None => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::NotFound,
+                    format!("Your account has no device named {name:?}."),
+                )
+                .fix("List your devices with `haven devices`."));
+            }
+        },
+    };
+    let rows = state.meta.snapshots(caller.account_id, device_id).await?;
+    Ok(Json(rows.into_iter().map(record).collect()))
+}
+
+/// `GET /v1/snapshots/{id}`.
+pub async fn get(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<SnapshotRecord>> {
+    check_snapshot_id(&id)?;
+    match state.meta.snapshot(caller.account_id, &id).await? {
+        Some(r) => Ok(Json(record(r))),
+        None => Err(ApiError::not_found("backup")),
+    }
+}
+
+/// `DELETE /v1/snapshots/{id}`.
+pub async fn delete(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    check_snapshot_id(&id)?;
+    if state.meta.snapshot_delete(caller.account_id, &id).await? {
+        tracing::info!(account_id = caller.account_id, snapshot = %id, "snapshot deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("backup"))
+    }
+}

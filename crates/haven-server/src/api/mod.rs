@@ -1,0 +1,88 @@
+//! The HTTP API (see docs/API.md).
+
+pub mod auth;
+mod backup;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use haven_proto::{CLIENT_VERSION_HEADER, ErrorCode, Health};
+
+use crate::config::version_less;
+use crate::error::ApiError;
+use crate::state::SharedState;
+
+/// JSON requests; a commit's full blob list for a million-blob backup is ~70 MB.
+const JSON_LIMIT: usize = 128 << 20;
+
+pub fn router(state: SharedState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/auth/prelogin", post(auth::prelogin))
+        .route("/v1/auth/signup", post(auth::signup))
+        .route("/v1/auth/login", post(auth::login))
+        .route("/v1/auth/recover", post(auth::recover))
+        .route("/v1/devices", get(backup::devices))
+        .route("/v1/blobs/missing", post(backup::missing))
+        .route("/v1/blobs/fetch", post(backup::fetch))
+        .route(
+            "/v1/packs/{id}",
+            put(backup::put_pack).layer(DefaultBodyLimit::max(haven_format::pack::MAX_PACK_SIZE)),
+        )
+        .route("/v1/snapshots", post(backup::commit).get(backup::list))
+        .route(
+            "/v1/snapshots/{id}",
+            get(backup::get).delete(backup::delete),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            client_version,
+        ))
+        .with_state(state)
+}
+
+async fn health(State(state): State<SharedState>) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        min_client_version: state.config.min_client_version.clone(),
+    })
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "There is no such API route.",
+    )
+    .fix("Check the server URL; the API lives under /v1.")
+}
+
+/// Refuses clients older than `min_client_version`, before they can write
+/// data in a format the server no longer wants.
+async fn client_version(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let version = req
+        .headers()
+        .get(CLIENT_VERSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    if let Some(v) = version {
+        let min = &state.config.min_client_version;
+        if version_less(&v, min) {
+            return ApiError::new(
+                StatusCode::UPGRADE_REQUIRED,
+                ErrorCode::ClientTooOld,
+                format!("This server needs Haven {min} or newer; this device runs {v}."),
+            )
+            .fix(format!("Update Haven on this device to {min} or newer."))
+            .details(serde_json::json!({ "min_client_version": min }))
+            .into_response();
+        }
+    }
+    next.run(req).await
+}

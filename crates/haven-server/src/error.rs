@@ -1,0 +1,105 @@
+//! The one place where errors become HTTP answers: a status, a stable
+//! code, a message that says what happened, and what to do. Internal
+//! details (paths, SQL) are logged, never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use haven_proto::{ErrorBody, ErrorCode, ErrorEnvelope};
+use haven_store::StoreError;
+
+/// An error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                code,
+                message: message.into(),
+                fix: Vec::new(),
+                details: None,
+            },
+        }
+    }
+
+    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.body.fix.push(fix.into());
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.body.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
+            .fix("This is a bug in the client or a request made by hand; check the request against docs/API.md.")
+    }
+
+    /// Not found, and also the answer for other accounts' objects, so that
+    /// ids cannot be probed (invariant 7).
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("No {what} with this id exists in your account."),
+        )
+        .fix("List what exists with `haven backups list --all`.")
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "This device is not signed in, or its sign-in was revoked (for example after a password change).",
+        )
+        .fix("Sign in again with `haven login --server URL --email EMAIL`.")
+    }
+
+    pub fn wrong_password() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::WrongPassword, "The email or password is wrong.")
+            .fix("Check the email and type the password again.")
+            .fix("If you forgot the password, set a new one with `haven recover --server URL --email EMAIL --recovery-key KEY`.")
+    }
+
+    pub fn pack_invalid(why: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::PackInvalid, format!("The uploaded pack was rejected: {why}."))
+            .fix("The data was damaged in transit or by the client; the client retries the upload. If it keeps failing, update the client.")
+    }
+
+    pub fn storage(e: &StoreError) -> Self {
+        tracing::error!(error = %e, "storage failure");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StorageUnavailable,
+            "The server could not read or write its storage.",
+        )
+        .fix("Try again in a few minutes; nothing was lost.")
+        .fix("If this persists, the server operator should check the server's log and its disk.")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::not_found("object"),
+            StoreError::Invalid(m) => ApiError::bad_request(m),
+            other => ApiError::storage(&other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorEnvelope { error: self.body })).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,16 @@
+use std::sync::Arc;
+
+use haven_store::{MetaStore, ObjectStore};
+
+use crate::config::Config;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub meta: Arc<dyn MetaStore>,
+    pub objects: Arc<dyn ObjectStore>,
+    pub config: Config,
+    /// Keys the fake KDF salts of unknown emails (stable across restarts).
+    pub prelogin_secret: [u8; 32],
+}
+
+pub type SharedState = Arc<AppState>;
