@@ -1,1 +1,150 @@
-fn main() {}
+//! `haven`: the device client. A thin layer over `haven-client`.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Haven: automatic, encrypted backups of this device to your Haven server.
+#[derive(Parser)]
+#[command(name = "haven", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct AccountArgs {
+    /// Server URL, e.g. http://127.0.0.1:8420.
+    #[arg(long, env = "HAVEN_SERVER")]
+    pub server: String,
+    /// Account email.
+    #[arg(long)]
+    pub email: String,
+    /// Read the password from this file instead of a prompt or HAVEN_PASSWORD.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Create an account and sign this device in.
+    Signup {
+        #[command(flatten)]
+        account: AccountArgs,
+        /// Name of this device [default: the host name].
+        #[arg(long)]
+        device: Option<String>,
+        /// Invite code from the server's operator.
+        #[arg(long)]
+        invite: Option<String>,
+    },
+    /// Sign this device in (naming an existing device continues as it).
+    Login {
+        #[command(flatten)]
+        account: AccountArgs,
+        /// Name of this device [default: the host name].
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Set a new password with the recovery key.
+    Recover {
+        #[command(flatten)]
+        account: AccountArgs,
+        /// The recovery key shown at sign-up.
+        #[arg(long)]
+        recovery_key: String,
+    },
+    /// Back up now.
+    Backup {
+        /// Paths to back up [default: the configured paths, or the home directory].
+        paths: Vec<PathBuf>,
+        /// Glob pattern to skip (repeatable), in addition to config.toml's.
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List or delete backups.
+    Backups {
+        #[command(subcommand)]
+        command: BackupsCommand,
+    },
+    /// Restore a backup into a directory.
+    Restore {
+        /// Backup id (or a unique prefix), or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+        /// Directory to restore into; backed-up paths are recreated below it.
+        #[arg(long)]
+        to: PathBuf,
+        /// Restore from this device's backups [default: this device].
+        #[arg(long)]
+        device: Option<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        overwrite: bool,
+        /// Only these paths, as they were backed up (absolute).
+        paths: Vec<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the account's devices.
+    Devices {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BackupsCommand {
+    /// List backups, newest first.
+    List {
+        /// Another device's backups.
+        #[arg(long, conflicts_with = "all")]
+        device: Option<String>,
+        /// Every device's backups.
+        #[arg(long)]
+        all: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a backup.
+    Delete {
+        /// Backup id or a unique prefix.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HAVEN_LOG")
+                .unwrap_or_else(|_| "error".into()),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let cli = Cli::parse();
+    let json = commands::wants_json(&cli.command);
+    match commands::run(cli.command) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => ExitCode::from(output::print_error(&e, json)),
+    }
+}

@@ -1,0 +1,380 @@
+//! One function per command.
+
+use std::time::Instant;
+
+use haven_client::backup::{BackupOptions, Progress};
+use haven_client::config::Config;
+use haven_client::profile::{ConfigDir, Profile};
+use haven_client::restore::{RestoreOptions, RestoreProgress};
+use haven_client::{ClientError, HttpRemote, Remote, Result, account};
+use haven_proto::{ErrorCode, SnapshotRecord};
+use serde_json::json;
+
+use crate::output::{confirm, human_bytes, password, print_json, progress_bar};
+use crate::{BackupsCommand, Command};
+
+pub fn wants_json(c: &Command) -> bool {
+    match c {
+        Command::Signup { account, .. }
+        | Command::Login { account, .. }
+        | Command::Recover { account, .. } => account.json,
+        Command::Backup { json, .. }
+        | Command::Restore { json, .. }
+        | Command::Devices { json } => *json,
+        Command::Backups {
+            command: BackupsCommand::List { json, .. } | BackupsCommand::Delete { json, .. },
+        } => *json,
+    }
+}
+
+fn device_name(given: Option<String>) -> String {
+    given.unwrap_or_else(|| {
+        let h = gethostname::gethostname()
+            .to_string_lossy()
+            .trim()
+            .to_string();
+        if h.is_empty() { "device".into() } else { h }
+    })
+}
+
+fn signed_in() -> Result<(ConfigDir, Profile, HttpRemote)> {
+    let dir = ConfigDir::from_env()?;
+    let profile = dir.profile()?;
+    let remote = profile.remote()?;
+    Ok((dir, profile, remote))
+}
+
+pub fn run(command: Command) -> Result<u8> {
+    match command {
+        Command::Signup {
+            account: a,
+            device,
+            invite,
+        } => {
+            let dir = ConfigDir::from_env()?;
+            let pw = password(a.password_file.as_deref(), "Choose a password: ", true)?;
+            let s = account::signup(
+                &dir,
+                &a.server,
+                &a.email,
+                &pw,
+                &device_name(device),
+                invite.as_deref(),
+            )?;
+            if a.json {
+                print_json(&json!({
+                    "account_id": s.profile.account_id, "email": s.profile.email, "device": s.profile.device,
+                    "server": s.profile.server, "recovery_key": s.recovery_key,
+                }));
+            } else {
+                println!(
+                    "Account {} created; this device is signed in as {:?}.",
+                    s.profile.email, s.profile.device
+                );
+                println!();
+                println!(
+                    "Your recovery key (shown only now; keep it somewhere safe, away from this device):"
+                );
+                println!();
+                println!("    {}", s.recovery_key);
+                println!();
+                println!(
+                    "With it you can set a new password if you forget yours: haven recover --server URL --email EMAIL --recovery-key KEY"
+                );
+                println!("Back up now with: haven backup");
+            }
+            Ok(0)
+        }
+        Command::Login { account: a, device } => {
+            let dir = ConfigDir::from_env()?;
+            let pw = password(a.password_file.as_deref(), "Password: ", false)?;
+            let (p, existing) =
+                account::login(&dir, &a.server, &a.email, &pw, &device_name(device))?;
+            if a.json {
+                print_json(
+                    &json!({"account_id": p.account_id, "email": p.email, "device": p.device, "server": p.server, "existing_device": existing}),
+                );
+            } else if existing {
+                println!(
+                    "Signed in as the existing device {:?}: backups continue from its last one.",
+                    p.device
+                );
+            } else {
+                println!("Signed in as the new device {:?}.", p.device);
+            }
+            Ok(0)
+        }
+        Command::Recover {
+            account: a,
+            recovery_key,
+        } => {
+            let pw = password(a.password_file.as_deref(), "New password: ", true)?;
+            account::recover(&a.server, &a.email, &recovery_key, &pw)?;
+            if a.json {
+                print_json(&json!({"password_changed": true}));
+            } else {
+                println!(
+                    "The password of {} was changed. Every device was signed out: sign each in again with `haven login`.",
+                    a.email
+                );
+            }
+            Ok(0)
+        }
+        Command::Backup {
+            paths,
+            exclude,
+            json,
+        } => backup(paths, exclude, json),
+        Command::Backups {
+            command: BackupsCommand::List { device, all, json },
+        } => list(device, all, json),
+        Command::Backups {
+            command: BackupsCommand::Delete { id, yes, json },
+        } => {
+            let (_, profile, remote) = signed_in()?;
+            let snap = resolve(&remote, &profile, &id, None)?;
+            let q = format!(
+                "Delete backup {} of {:?} from {} ({} files, {})?",
+                short(&snap.id),
+                snap.device,
+                snap.time,
+                snap.files,
+                human_bytes(snap.bytes)
+            );
+            if !confirm(&q, yes, json)? {
+                println!("Nothing was deleted.");
+                return Ok(1);
+            }
+            remote.delete_snapshot(&snap.id)?;
+            if json {
+                print_json(&json!({"deleted": snap.id}));
+            } else {
+                println!("Deleted backup {}.", short(&snap.id));
+            }
+            Ok(0)
+        }
+        Command::Restore {
+            id,
+            to,
+            device,
+            overwrite,
+            paths,
+            json,
+        } => restore(id, to, device, overwrite, paths, json),
+        Command::Devices { json } => {
+            let (_, profile, remote) = signed_in()?;
+            let devs = remote.devices()?;
+            if json {
+                print_json(&devs);
+            } else {
+                for d in devs {
+                    let me = if d.id == profile.device_id {
+                        " (this device)"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{}{me}: last backup {}",
+                        d.name,
+                        d.last_backup.as_deref().unwrap_or("never")
+                    );
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+/// A backup by id, unique id prefix, or `latest` (of `device`, default this one).
+fn resolve(
+    remote: &dyn Remote,
+    profile: &Profile,
+    id: &str,
+    device: Option<&str>,
+) -> Result<SnapshotRecord> {
+    if id == "latest" {
+        let dev = device.unwrap_or(&profile.device);
+        return remote.snapshots(Some(dev))?.into_iter().next().ok_or_else(|| {
+            ClientError::new(ErrorCode::NotFound, format!("The device {dev:?} has no backups yet."))
+                .fix("Run `haven backup` on it first, or pick another device with --device NAME (see `haven devices`).")
+        });
+    }
+    let lower = id.to_ascii_lowercase();
+    let all = remote.snapshots(device)?;
+    let mut matches = all.into_iter().filter(|s| s.id.starts_with(&lower));
+    match (matches.next(), matches.next()) {
+        (Some(s), None) if !lower.is_empty() => Ok(s),
+        (Some(_), Some(_)) => Err(ClientError::new(
+            ErrorCode::BadRequest,
+            format!("{id:?} matches several backups."),
+        )
+        .fix("Give more characters of the id.")),
+        _ => Err(ClientError::new(
+            ErrorCode::NotFound,
+            format!("No backup {id:?} exists in your account."),
+        )
+        .fix("List backups with `haven backups list --all`.")),
+    }
+}
+
+fn backup(paths: Vec<std::path::PathBuf>, exclude: Vec<String>, json: bool) -> Result<u8> {
+    let (dir, profile, remote) = signed_in()?;
+    let config = Config::load(&dir)?;
+    let paths = if paths.is_empty() {
+        config.default_paths()?
+    } else {
+        paths
+    };
+    let mut all_excludes = config.exclude.clone();
+    all_excludes.extend(exclude);
+    let opts = BackupOptions {
+        paths,
+        exclude: all_excludes,
+        exclude_caches: config.exclude_caches,
+        compression_level: config.compression_level,
+    };
+    let pb = progress_bar(json);
+    let on_progress = |p: &Progress| {
+        if let Some(pb) = &pb {
+            pb.set_length(p.total_bytes.max(p.bytes));
+            pb.set_position(p.bytes);
+            let total = if p.scan_done {
+                p.total_files.to_string()
+            } else {
+                format!("{}+", p.total_files)
+            };
+            pb.set_message(format!(
+                "{}/{total} files, sent {}",
+                p.files,
+                human_bytes(p.uploaded_bytes)
+            ));
+        }
+    };
+    let report = haven_client::backup::backup(&dir, &profile, &remote, &opts, &on_progress);
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let r = report?;
+    if json {
+        print_json(&r);
+    } else {
+        for w in &r.warnings {
+            eprintln!("warning: {w}");
+        }
+        println!(
+            "Backup {} of {:?} done: {} files, {} ({} files read, {} sent) in {:.1} s.",
+            short(&r.id),
+            r.device,
+            r.files,
+            human_bytes(r.bytes),
+            r.files_read,
+            human_bytes(r.uploaded_bytes),
+            r.duration_secs
+        );
+    }
+    Ok(0)
+}
+
+fn list(device: Option<String>, all: bool, json: bool) -> Result<u8> {
+    let (_, profile, remote) = signed_in()?;
+    let dev = if all {
+        None
+    } else {
+        Some(device.unwrap_or_else(|| profile.device.clone()))
+    };
+    let snaps = remote.snapshots(dev.as_deref())?;
+    if json {
+        print_json(&snaps);
+        return Ok(0);
+    }
+    if snaps.is_empty() {
+        println!("No backups yet.");
+    }
+    for s in snaps {
+        println!(
+            "{}  {}  {:<16} {:>8} files  {:>10}",
+            short(&s.id),
+            s.time,
+            s.device,
+            s.files,
+            human_bytes(s.bytes)
+        );
+    }
+    Ok(0)
+}
+
+fn restore(
+    id: String,
+    to: std::path::PathBuf,
+    device: Option<String>,
+    overwrite: bool,
+    paths: Vec<std::path::PathBuf>,
+    json: bool,
+) -> Result<u8> {
+    let (dir, profile, remote) = signed_in()?;
+    let snap = resolve(&remote, &profile, &id, device.as_deref())?;
+    let pb = progress_bar(json);
+    let started = Instant::now();
+    let on_progress = |p: &RestoreProgress| {
+        if let Some(pb) = &pb {
+            pb.set_length(p.total_bytes);
+            pb.set_position(p.bytes);
+            pb.set_message(format!("{}/{} files", p.files, p.total_files));
+        }
+    };
+    let opts = RestoreOptions {
+        target: to,
+        paths,
+        overwrite,
+    };
+    let report =
+        haven_client::restore::restore(&profile, dir.cache(), &remote, &snap, &opts, &on_progress);
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let r = report?;
+    if json {
+        print_json(&r);
+    } else {
+        for w in r.warnings.iter().take(20) {
+            eprintln!("note: {w}");
+        }
+        println!(
+            "Restored {} files ({}), {} directories, {} symlinks from backup {} into {} in {:.1} s.",
+            r.files,
+            human_bytes(r.bytes),
+            r.dirs,
+            r.symlinks,
+            short(&r.snapshot),
+            r.target,
+            started.elapsed().as_secs_f64()
+        );
+        if r.skipped_existing > 0 {
+            println!(
+                "{} existing files were left alone (use --overwrite to replace them).",
+                r.skipped_existing
+            );
+        }
+    }
+    if !r.failed.is_empty() {
+        let list = r
+            .failed
+            .iter()
+            .take(50)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n  ");
+        let e = ClientError::new(ErrorCode::RestoreIncomplete, format!("{} paths could not be restored:\n  {list}", r.failed.len()))
+            .fix("Everything else was restored. Run `haven restore` again later for these paths; if the server lost their data, a new backup from a device that still has them heals it.");
+        if json {
+            // The report is already on stdout; the exit code says it is incomplete.
+            return Ok(3);
+        }
+        return Err(e);
+    }
+    Ok(0)
+}

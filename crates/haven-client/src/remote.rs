@@ -1,0 +1,28 @@
+use haven_format::{BlobId, PackId};
+use haven_proto::{CommitRequest, DeviceInfo, SnapshotRecord};
+
+use crate::Result;
+
+/// What the backup engine needs from a server. [`crate::HttpRemote`] is the
+/// real one; the trait keeps the engine free of HTTP.
+pub trait Remote: Send + Sync {
+    /// The subset of `ids` the server lacks.
+    fn missing(&self, ids: &[BlobId]) -> Result<Vec<BlobId>>;
+    /// Uploads a finished pack.
+    fn put_pack(&self, id: PackId, pack: Vec<u8>) -> Result<()>;
+    /// Sealed blobs in request order; `None` where the server has none (or
+    /// only a damaged copy).
+    fn fetch(&self, ids: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>>;
+    /// Commits a snapshot.
+    fn commit(&self, req: &CommitRequest) -> Result<SnapshotRecord>;
+    /// Snapshots of the account, or of one device, newest first.
+    fn snapshots(&self, device: Option<&str>) -> Result<Vec<SnapshotRecord>>;
+    /// One snapshot.
+    fn snapshot(&self, id: &str) -> Result<SnapshotRecord>;
+    /// Deletes a snapshot.
+    fn delete_snapshot(&self, id: &str) -> Result<()>;
+    /// The account's devices.
+    fn devices(&self) -> Result<Vec<DeviceInfo>>;
+    /// Bytes sent so far (request bodies), for reports.
+    fn bytes_sent(&self) -> u64;
+}

@@ -1,0 +1,637 @@
+//! Restore.
+//!
+//! ```text
+//! walker thread: trees ─ create dirs, symlinks ─▶ file jobs
+//! fetcher thread: batch chunk ids ─ download ─ open (authenticate, decompress, hash) ─▶ pieces
+//! main thread: write files, then hard links, then directory metadata (deepest first)
+//! ```
+//!
+//! Invariant 6: nothing is written outside the target. Names are checked
+//! (no empty, `.`, `..`, `/` or NUL), the walker only descends into real
+//! directories (never through a symlink, whether the snapshot or the
+//! target directory holds it), files are created with `O_EXCL` (which
+//! never follows a symlink) and hard links only point at files this
+//! restore wrote. Every chunk is verified before it is written.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use filetime::FileTime;
+use haven_format::blob::{self, BlobKind};
+use haven_format::keys::Keys;
+use haven_format::tree::{Node, NodeKind, Timestamp, Tree};
+use haven_format::{BlobId, TreeId};
+use haven_proto::{ErrorCode, SnapshotRecord};
+use serde::Serialize;
+
+use crate::cache::Cache;
+use crate::selection::PathTree;
+use crate::{ClientError, Remote, Result};
+
+/// Files up to this size are fetched together with others.
+const SMALL_FILE: u64 = 8 << 20;
+/// A batch of small files is fetched when it reaches this many bytes…
+const BATCH_BYTES: u64 = 16 << 20;
+/// …or this many files.
+const BATCH_FILES: usize = 256;
+/// Chunks of a large file fetched per request.
+const BIG_WINDOW: usize = 8;
+
+/// What to restore where.
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    /// Target directory; backed-up absolute paths are recreated below it.
+    pub target: PathBuf,
+    /// Only these backed-up absolute paths (all if empty).
+    pub paths: Vec<PathBuf>,
+    /// Replace existing files instead of leaving them alone.
+    pub overwrite: bool,
+}
+
+/// The outcome of a restore.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub target: String,
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub bytes: u64,
+    /// Existing files left alone (no `--overwrite`).
+    pub skipped_existing: u64,
+    /// Paths that could not be restored, with the reason.
+    pub failed: Vec<String>,
+    pub warnings: Vec<String>,
+    pub duration_secs: f64,
+}
+
+/// Live figures for a progress display.
+#[derive(Clone, Debug, Default)]
+pub struct RestoreProgress {
+    pub files: u64,
+    pub bytes: u64,
+    pub total_files: u64,
+    pub total_bytes: u64,
+}
+
+struct FileJob {
+    path: PathBuf,
+    node: Node,
+}
+
+enum Piece {
+    /// A small file with all its chunks (`None`: missing or damaged).
+    Whole(FileJob, Vec<Option<Vec<u8>>>),
+    /// The start of a large file, its chunks one by one, its end.
+    Start(FileJob),
+    Chunk(Option<Vec<u8>>),
+    End,
+}
+
+/// True for a name that is safe to join to a directory path.
+pub fn safe_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+fn filetime(t: Timestamp) -> FileTime {
+    FileTime::from_unix_time(t.secs, t.nanos.min(999_999_999))
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[derive(Default)]
+struct Shared {
+    failed: Vec<String>,
+    warnings: Vec<String>,
+}
+
+struct Walker<'a> {
+    keys: &'a Keys,
+    remote: &'a dyn Remote,
+    cache: &'a Cache,
+    overwrite: bool,
+    jobs: Sender<FileJob>,
+    shared: &'a Mutex<Shared>,
+    dirs: Vec<(PathBuf, Node)>,
+    links: Vec<(PathBuf, PathBuf)>,
+    first_link: HashMap<(u64, u64), PathBuf>,
+    symlinks: u64,
+    unmatched: Vec<PathBuf>,
+}
+
+impl Walker<'_> {
+    fn fail(&self, path: &Path, why: impl std::fmt::Display) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.failed.push(format!("{}: {why}", path.display()));
+        }
+    }
+
+    /// Makes `path` a real directory we may write into.
+    fn ensure_dir(&self, path: &Path) -> bool {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => true,
+            Ok(_) if self.overwrite => fs::remove_file(path)
+                .and_then(|_| fs::create_dir(path))
+                .map_err(|e| self.fail(path, e))
+                .is_ok(),
+            Ok(m) => {
+                let what = if m.file_type().is_symlink() {
+                    "a symlink"
+                } else {
+                    "not a directory"
+                };
+                self.fail(path, format!("exists and is {what}; left alone with everything below it (use --overwrite to replace it)"));
+                false
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir(path).map_err(|e| self.fail(path, e)).is_ok()
+            }
+            Err(e) => {
+                self.fail(path, e);
+                false
+            }
+        }
+    }
+
+    fn tree(&self, id: &TreeId, path: &Path) -> Option<Tree> {
+        self.cache
+            .load_tree(self.remote, self.keys, id)
+            .map_err(|e| {
+                self.fail(
+                    path,
+                    format!("its listing is unreadable ({e}); nothing below it was restored"),
+                )
+            })
+            .ok()
+    }
+
+    fn walk(
+        &mut self,
+        dir: &Path,
+        tree: &Tree,
+        sel: Option<&PathTree>,
+        sel_path: &Path,
+    ) -> std::result::Result<(), ()> {
+        if let Some(sel) = sel.filter(|s| !s.full) {
+            for name in sel.children.keys() {
+                if tree.get(name).is_none() {
+                    self.unmatched.push(sel_path.join(OsStr::from_bytes(name)));
+                }
+            }
+        }
+        for node in &tree.nodes {
+            let child_sel = match sel {
+                Some(s) if !s.full => match s.children.get(node.name.as_slice()) {
+                    Some(c) => Some(c),
+                    None => continue,
+                },
+                _ => None,
+            };
+            if !safe_name(&node.name) {
+                self.fail(
+                    dir,
+                    format!(
+                        "the backup holds an entry with the unsafe name {:?}; skipped",
+                        String::from_utf8_lossy(&node.name)
+                    ),
+                );
+                continue;
+            }
+            let path = dir.join(OsStr::from_bytes(&node.name));
+            let sel_child_path = sel_path.join(OsStr::from_bytes(&node.name));
+            match node.kind {
+                NodeKind::Dir => {
+                    if !self.ensure_dir(&path) {
+                        continue;
+                    }
+                    self.dirs.push((path.clone(), node.clone()));
+                    let Some(id) = node.subtree else {
+                        self.fail(&path, "the directory has no listing in the backup");
+                        continue;
+                    };
+                    if let Some(t) = self.tree(&id, &path) {
+                        self.walk(&path, &t, child_sel, &sel_child_path)?;
+                    }
+                }
+                NodeKind::Symlink => {
+                    if child_sel.is_some_and(|s| !s.full) {
+                        continue;
+                    }
+                    self.symlink(&path, node);
+                }
+                NodeKind::File => {
+                    if child_sel.is_some_and(|s| !s.full) {
+                        continue;
+                    }
+                    if node.nlink > 1 {
+                        let key = (node.dev, node.ino);
+                        if let Some(first) = self.first_link.get(&key) {
+                            self.links.push((path, first.clone()));
+                            continue;
+                        }
+                        self.first_link.insert(key, path.clone());
+                    }
+                    if self
+                        .jobs
+                        .send(FileJob {
+                            path,
+                            node: node.clone(),
+                        })
+                        .is_err()
+                    {
+                        return Err(());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn symlink(&mut self, path: &Path, node: &Node) {
+        let Some(target) = &node.target else {
+            self.fail(path, "the symlink has no target in the backup");
+            return;
+        };
+        if fs::symlink_metadata(path).is_ok() {
+            if !self.overwrite {
+                return;
+            }
+            if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                self.fail(path, "exists and is a directory; left alone");
+                return;
+            }
+            let _ = fs::remove_file(path);
+        }
+        if let Err(e) = std::os::unix::fs::symlink(OsStr::from_bytes(target), path) {
+            self.fail(path, e);
+            return;
+        }
+        if is_root() {
+            let _ = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid));
+        }
+        let t = filetime(node.mtime);
+        if let Err(e) = filetime::set_symlink_file_times(path, t, t) {
+            self.fail(
+                path,
+                format!("restored, but its time could not be set: {e}"),
+            );
+        }
+        self.symlinks += 1;
+    }
+}
+
+fn open_chunk(keys: &Keys, id: &BlobId, sealed: Option<Vec<u8>>) -> Option<Vec<u8>> {
+    blob::open(keys, BlobKind::Data, id, &sealed?).ok()
+}
+
+fn fetch_all(remote: &dyn Remote, keys: &Keys, ids: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for part in ids.chunks(1000) {
+        let sealed = remote.fetch(part)?;
+        out.extend(
+            part.iter()
+                .zip(sealed)
+                .map(|(id, s)| open_chunk(keys, id, s)),
+        );
+    }
+    Ok(out)
+}
+
+fn fetcher(
+    remote: &dyn Remote,
+    keys: &Keys,
+    jobs: Receiver<FileJob>,
+    out: Sender<Piece>,
+    overwrite: bool,
+    shared: &Mutex<Shared>,
+) -> Result<()> {
+    let mut batch: Vec<FileJob> = Vec::new();
+    let mut batch_bytes = 0u64;
+    let flush = |batch: &mut Vec<FileJob>| -> Result<bool> {
+        let ids: Vec<BlobId> = batch
+            .iter()
+            .flat_map(|j| j.node.content.iter().map(|c| c.0))
+            .collect();
+        let mut chunks = fetch_all(remote, keys, &ids)?.into_iter();
+        for job in batch.drain(..) {
+            let mine = chunks.by_ref().take(job.node.content.len()).collect();
+            if out.send(Piece::Whole(job, mine)).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    for job in jobs {
+        if fs::symlink_metadata(&job.path).is_ok() && !overwrite {
+            if let Ok(mut s) = shared.lock() {
+                s.warnings
+                    .push(format!("{} exists; left alone", job.path.display()));
+            }
+            continue;
+        }
+        if job.node.size <= SMALL_FILE {
+            batch_bytes += job.node.size;
+            batch.push(job);
+            if (batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES) && !flush(&mut batch)? {
+                return Ok(());
+            }
+            if batch.is_empty() {
+                batch_bytes = 0;
+            }
+            continue;
+        }
+        if !flush(&mut batch)? {
+            return Ok(());
+        }
+        batch_bytes = 0;
+        let ids: Vec<BlobId> = job.node.content.iter().map(|c| c.0).collect();
+        if out.send(Piece::Start(job)).is_err() {
+            return Ok(());
+        }
+        for window in ids.chunks(BIG_WINDOW) {
+            for c in fetch_all(remote, keys, window)? {
+                if out.send(Piece::Chunk(c)).is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if out.send(Piece::End).is_err() {
+            return Ok(());
+        }
+    }
+    flush(&mut batch)?;
+    Ok(())
+}
+
+/// Writes one file from its verified chunks.
+struct FileWriter {
+    job: FileJob,
+    file: Option<File>,
+    written: u64,
+    damaged: bool,
+}
+
+impl FileWriter {
+    fn create(
+        job: FileJob,
+        overwrite: bool,
+    ) -> std::result::Result<Self, (FileJob, std::io::Error)> {
+        if overwrite {
+            match fs::symlink_metadata(&job.path) {
+                Ok(m) if m.is_dir() => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "exists and is a directory",
+                    );
+                    return Err((job, e));
+                }
+                Ok(_) => {
+                    let _ = fs::remove_file(&job.path);
+                }
+                Err(_) => {}
+            }
+        }
+        match File::options().write(true).create_new(true).open(&job.path) {
+            Ok(f) => Ok(FileWriter {
+                job,
+                file: Some(f),
+                written: 0,
+                damaged: false,
+            }),
+            Err(e) => Err((job, e)),
+        }
+    }
+
+    fn chunk(&mut self, data: Option<Vec<u8>>) -> std::io::Result<()> {
+        let Some(f) = self.file.as_mut() else {
+            return Ok(());
+        };
+        match data {
+            Some(d) if !self.damaged => {
+                f.write_all(&d)?;
+                self.written += d.len() as u64;
+            }
+            _ => self.damaged = true,
+        }
+        Ok(())
+    }
+
+    /// Sets metadata; returns the bytes written or why the file is incomplete.
+    fn finish(mut self) -> (FileJob, std::result::Result<u64, String>) {
+        let Some(mut f) = self.file.take() else {
+            return (self.job, Err("not created".into()));
+        };
+        let node = &self.job.node;
+        if self.damaged || self.written != node.size {
+            // Keep the file's size so that what was restored stays at its place.
+            let _ = f
+                .seek(SeekFrom::Start(node.size))
+                .and_then(|_| f.set_len(node.size));
+            let why = if self.damaged {
+                "some of its data is missing or damaged on the server; the restored copy is incomplete".to_string()
+            } else {
+                format!("restored {} bytes of {}", self.written, node.size)
+            };
+            return (self.job, Err(why));
+        }
+        let res = (|| -> std::io::Result<()> {
+            if is_root() {
+                std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid))?;
+            }
+            f.set_permissions(fs::Permissions::from_mode(node.mode))?;
+            let t = filetime(node.mtime);
+            filetime::set_file_handle_times(&f, Some(t), Some(t))
+        })();
+        let written = self.written;
+        (
+            self.job,
+            res.map(|_| written)
+                .map_err(|e| format!("restored, but its metadata could not be set: {e}")),
+        )
+    }
+}
+
+/// Restores a snapshot.
+pub fn restore(
+    profile: &crate::profile::Profile,
+    cache_base: PathBuf,
+    remote: &dyn Remote,
+    record: &SnapshotRecord,
+    opts: &RestoreOptions,
+    progress: &dyn Fn(&RestoreProgress),
+) -> Result<RestoreReport> {
+    let started = Instant::now();
+    let keys = profile.master_key()?.keys();
+    let cache = Cache::new(cache_base, profile.account_id);
+    let snap = crate::backup::load_snapshot(remote, &keys, record)?;
+    let root = cache.load_tree(remote, &keys, &snap.root)?;
+    fs::create_dir_all(&opts.target).map_err(|e| ClientError::io("create", &opts.target, e))?;
+    let target =
+        fs::canonicalize(&opts.target).map_err(|e| ClientError::io("open", &opts.target, e))?;
+    let mut sel_paths = Vec::new();
+    for p in &opts.paths {
+        if !p.is_absolute() {
+            return Err(ClientError::new(ErrorCode::BadRequest, format!("{} is not an absolute path.", p.display()))
+                .fix("Name paths as they were backed up, e.g. /home/ann/Documents (see `haven backups list`)."));
+        }
+        sel_paths.push(crate::config::absolute(p)?);
+    }
+    let sel = (!sel_paths.is_empty()).then(|| PathTree::new(&sel_paths));
+    let shared = Mutex::new(Shared::default());
+    let (job_tx, job_rx) = bounded::<FileJob>(1024);
+    let (piece_tx, piece_rx) = bounded::<Piece>(8);
+    let mut report = RestoreReport {
+        snapshot: record.id.clone(),
+        target: target.display().to_string(),
+        ..Default::default()
+    };
+    let mut live = RestoreProgress {
+        total_files: record.files,
+        total_bytes: record.bytes,
+        ..Default::default()
+    };
+    let mut last = Instant::now();
+
+    let (walker_out, fetch_out) = std::thread::scope(|s| {
+        let walker = s.spawn(|| {
+            let mut w = Walker {
+                keys: &keys,
+                remote,
+                cache: &cache,
+                overwrite: opts.overwrite,
+                jobs: job_tx,
+                shared: &shared,
+                dirs: Vec::new(),
+                links: Vec::new(),
+                first_link: HashMap::new(),
+                symlinks: 0,
+                unmatched: Vec::new(),
+            };
+            let _ = w.walk(&target, &root, sel.as_ref(), Path::new("/"));
+            (w.dirs, w.links, w.symlinks, w.unmatched)
+        });
+        let fetch = s.spawn(|| fetcher(remote, &keys, job_rx, piece_tx, opts.overwrite, &shared));
+        let mut current: Option<FileWriter> = None;
+        let done = |fw: FileWriter, report: &mut RestoreReport, live: &mut RestoreProgress| {
+            let (job, res) = fw.finish();
+            match res {
+                Ok(n) => {
+                    report.files += 1;
+                    report.bytes += n;
+                    live.files += 1;
+                    live.bytes += n;
+                }
+                Err(why) => report.failed.push(format!("{}: {why}", job.path.display())),
+            }
+        };
+        for piece in piece_rx {
+            match piece {
+                Piece::Whole(job, chunks) => match FileWriter::create(job, opts.overwrite) {
+                    Ok(mut fw) => {
+                        for c in chunks {
+                            if let Err(e) = fw.chunk(c) {
+                                report
+                                    .failed
+                                    .push(format!("{}: {e}", fw.job.path.display()));
+                                fw.file = None;
+                                break;
+                            }
+                        }
+                        if fw.file.is_some() {
+                            done(fw, &mut report, &mut live);
+                        }
+                    }
+                    Err((job, e)) => report.failed.push(format!("{}: {e}", job.path.display())),
+                },
+                Piece::Start(job) => match FileWriter::create(job, opts.overwrite) {
+                    Ok(fw) => current = Some(fw),
+                    Err((job, e)) => report.failed.push(format!("{}: {e}", job.path.display())),
+                },
+                Piece::Chunk(c) => {
+                    if let Some(fw) = current.as_mut() {
+                        if let Err(e) = fw.chunk(c) {
+                            report
+                                .failed
+                                .push(format!("{}: {e}", fw.job.path.display()));
+                            current = None;
+                        }
+                    }
+                }
+                Piece::End => {
+                    if let Some(fw) = current.take() {
+                        done(fw, &mut report, &mut live);
+                    }
+                }
+            }
+            if last.elapsed().as_millis() >= 100 {
+                last = Instant::now();
+                progress(&live);
+            }
+        }
+        progress(&live);
+        (walker.join(), fetch.join())
+    });
+    let (dirs, links, symlinks, unmatched) = walker_out
+        .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore walker crashed."))?;
+    fetch_out
+        .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore download crashed."))??;
+
+    for (link, first) in links {
+        if fs::symlink_metadata(&link).is_ok() {
+            if !opts.overwrite {
+                continue;
+            }
+            let _ = fs::remove_file(&link);
+        }
+        match fs::hard_link(&first, &link) {
+            Ok(()) => report.hardlinks += 1,
+            Err(e) => report.failed.push(format!(
+                "{}: cannot link to {}: {e}",
+                link.display(),
+                first.display()
+            )),
+        }
+    }
+    for (path, node) in dirs.iter().rev() {
+        let res = (|| -> std::io::Result<()> {
+            if is_root() {
+                std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
+            }
+            fs::set_permissions(path, fs::Permissions::from_mode(node.mode))?;
+            let t = filetime(node.mtime);
+            filetime::set_file_times(path, t, t)
+        })();
+        if let Err(e) = res {
+            report.failed.push(format!(
+                "{}: restored, but its metadata could not be set: {e}",
+                path.display()
+            ));
+        }
+    }
+    report.dirs = dirs.len() as u64;
+    report.symlinks = symlinks;
+    for p in unmatched {
+        report
+            .failed
+            .push(format!("{}: not in this backup", p.display()));
+    }
+    if let Ok(s) = shared.into_inner() {
+        report.failed.extend(s.failed);
+        report.skipped_existing = s.warnings.len() as u64;
+        report.warnings.extend(s.warnings);
+    }
+    report.duration_secs = started.elapsed().as_secs_f64();
+    Ok(report)
+}
