@@ -308,13 +308,20 @@ fn list(device: Option<String>, all: bool, json: bool) -> Result<u8> {
 }
 
 fn restore(
-    id: String,
+    mut id: String,
     to: std::path::PathBuf,
     device: Option<String>,
     overwrite: bool,
-    paths: Vec<std::path::PathBuf>,
+    mut paths: Vec<std::path::PathBuf>,
     json: bool,
 ) -> Result<u8> {
+    // `haven restore --to DIR /some/path`: the id is optional, paths are absolute.
+    if id.starts_with('/') {
+        paths.insert(
+            0,
+            std::path::PathBuf::from(std::mem::replace(&mut id, "latest".into())),
+        );
+    }
     let (dir, profile, remote) = signed_in()?;
     let snap = resolve(&remote, &profile, &id, device.as_deref())?;
     let pb = progress_bar(json);

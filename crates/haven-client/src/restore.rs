@@ -622,7 +622,10 @@ pub fn restore(
     }
     report.dirs = dirs.len() as u64;
     report.symlinks = symlinks;
-    for p in unmatched {
+    for p in sel_paths
+        .iter()
+        .filter(|p| unmatched.iter().any(|u| p.starts_with(u)))
+    {
         report
             .failed
             .push(format!("{}: not in this backup", p.display()));

@@ -1,0 +1,213 @@
+//! Test support (dev-only): a real `haven-server` on a loopback port, a
+//! runner for the real `haven` binary, tree generators and a bit-for-bit
+//! tree comparison that includes metadata.
+#![allow(clippy::unwrap_used)]
+
+pub mod tree;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use haven_server::Config;
+
+/// A running server: the real HTTP server on 127.0.0.1, in its own thread
+/// and Tokio runtime, with cheap KDF parameters so tests stay fast.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub config: Config,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with open sign-up.
+    pub fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, |c| c.allow_signup = true)
+    }
+
+    /// Starts a server after `tweak` adjusted its config.
+    pub fn start_with(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            kdf_memory_kib: 256,
+            kdf_iterations: 1,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let c = config.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let bound = haven_server::bind(c).await.unwrap();
+                addr_tx.send(bound.addr).unwrap();
+                bound
+                    .serve(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        TestServer {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            config,
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Creates an invite through the server library (what `haven-server
+    /// user invite` does), with the server running.
+    pub fn invite(&self, email: Option<&str>) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(haven_server::create_invite(&self.config, email))
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One device: a state directory and the password, driving the real
+/// `haven` binary.
+pub struct Device {
+    pub bin: PathBuf,
+    pub config_dir: PathBuf,
+    pub password: String,
+    pub server: String,
+}
+
+impl Device {
+    pub fn new(bin: &Path, config_dir: &Path, server: &str, password: &str) -> Self {
+        Device {
+            bin: bin.to_path_buf(),
+            config_dir: config_dir.to_path_buf(),
+            password: password.into(),
+            server: server.into(),
+        }
+    }
+
+    /// Runs `haven ARGS` with this device's environment; stdin is empty.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.bin)
+            .args(args)
+            .env("HAVEN_CONFIG_DIR", &self.config_dir)
+            .env("HAVEN_PASSWORD", &self.password)
+            .env("HAVEN_INSECURE_ALLOW_WEAK_KDF", "1")
+            .env_remove("HAVEN_SERVER")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs and expects success; returns stdout parsed as JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "haven {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "haven {args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Runs and expects failure with a JSON error; returns its code.
+    pub fn error_code(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "haven {args:?} unexpectedly succeeded"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "haven {args:?}: error is not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        let code = v["error"]["code"].as_str().unwrap().to_string();
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+        assert!(v["error"]["fix"].is_array());
+        code
+    }
+
+    pub fn signup(&self, email: &str, device: &str) -> serde_json::Value {
+        self.json(&[
+            "signup",
+            "--server",
+            &self.server,
+            "--email",
+            email,
+            "--device",
+            device,
+            "--json",
+        ])
+    }
+
+    pub fn login(&self, email: &str, device: &str) -> serde_json::Value {
+        self.json(&[
+            "login",
+            "--server",
+            &self.server,
+            "--email",
+            email,
+            "--device",
+            device,
+            "--json",
+        ])
+    }
+
+    /// The device token from the state directory.
+    pub fn token(&self) -> String {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.config_dir.join("device.json")).unwrap())
+                .unwrap();
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    /// The account master key (hex) from the state directory.
+    pub fn master_key(&self) -> String {
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.config_dir.join("device.json")).unwrap())
+                .unwrap();
+        v["master_key"].as_str().unwrap().to_string()
+    }
+}
+
+/// The `haven` binary next to the test executable (cargo builds it for the
+/// integration tests of the crate that defines it).
+pub fn haven_bin(env_path: &str) -> PathBuf {
+    PathBuf::from(env_path)
+}
