@@ -463,12 +463,11 @@ fn packer(remote: &dyn Remote, rx: Receiver<Item>, failure: &Mutex<Option<Client
             pack = PackWriter::new();
         }
     }
-    if !pack.is_empty() {
-        if let Err(e) = upload(pack) {
-            if let Ok(mut f) = failure.lock() {
-                f.get_or_insert(e);
-            }
-        }
+    if !pack.is_empty()
+        && let Err(e) = upload(pack)
+        && let Ok(mut f) = failure.lock()
+    {
+        f.get_or_insert(e);
     }
 }
 
@@ -491,13 +490,14 @@ fn scan(path: &Path, sel: Option<&PathTree>, excluder: &Excluder, c: &Counters) 
     if meta.is_file() {
         c.total_files.fetch_add(1, Ordering::Relaxed);
         c.total_bytes.fetch_add(meta.len(), Ordering::Relaxed);
-    } else if meta.is_dir() && !(excluder.cachedir_tags && is_cache_dir(path)) {
-        if let Ok(rd) = fs::read_dir(path) {
-            for e in rd.flatten() {
-                let p = e.path();
-                if !excluder.excluded(&p, &e.file_name()) {
-                    scan(&p, None, excluder, c);
-                }
+    } else if meta.is_dir()
+        && !(excluder.cachedir_tags && is_cache_dir(path))
+        && let Ok(rd) = fs::read_dir(path)
+    {
+        for e in rd.flatten() {
+            let p = e.path();
+            if !excluder.excluded(&p, &e.file_name()) {
+                scan(&p, None, excluder, c);
             }
         }
     }

@@ -53,10 +53,10 @@ impl Cache {
     pub fn load_tree(&self, remote: &dyn Remote, keys: &Keys, id: &TreeId) -> Result<Tree> {
         let p = self.tree_path(&id.0);
         if let Ok(sealed) = fs::read(&p) {
-            if let Ok(plain) = blob::open(keys, BlobKind::Tree, &id.0, &sealed) {
-                if let Ok(t) = Tree::decode(&plain) {
-                    return Ok(t);
-                }
+            if let Ok(plain) = blob::open(keys, BlobKind::Tree, &id.0, &sealed)
+                && let Ok(t) = Tree::decode(&plain)
+            {
+                return Ok(t);
             }
             let _ = fs::remove_file(&p);
         }

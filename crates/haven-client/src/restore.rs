@@ -387,7 +387,7 @@ impl FileWriter {
     fn create(
         job: FileJob,
         overwrite: bool,
-    ) -> std::result::Result<Self, (FileJob, std::io::Error)> {
+    ) -> std::result::Result<Self, Box<(FileJob, std::io::Error)>> {
         if overwrite {
             match fs::symlink_metadata(&job.path) {
                 Ok(m) if m.is_dir() => {
@@ -395,7 +395,7 @@ impl FileWriter {
                         std::io::ErrorKind::AlreadyExists,
                         "exists and is a directory",
                     );
-                    return Err((job, e));
+                    return Err(Box::new((job, e)));
                 }
                 Ok(_) => {
                     let _ = fs::remove_file(&job.path);
@@ -410,7 +410,7 @@ impl FileWriter {
                 written: 0,
                 damaged: false,
             }),
-            Err(e) => Err((job, e)),
+            Err(e) => Err(Box::new((job, e))),
         }
     }
 
@@ -553,20 +553,24 @@ pub fn restore(
                             done(fw, &mut report, &mut live);
                         }
                     }
-                    Err((job, e)) => report.failed.push(format!("{}: {e}", job.path.display())),
+                    Err(b) => report
+                        .failed
+                        .push(format!("{}: {e}", b.0.path.display(), e = b.1)),
                 },
                 Piece::Start(job) => match FileWriter::create(job, opts.overwrite) {
                     Ok(fw) => current = Some(fw),
-                    Err((job, e)) => report.failed.push(format!("{}: {e}", job.path.display())),
+                    Err(b) => report
+                        .failed
+                        .push(format!("{}: {e}", b.0.path.display(), e = b.1)),
                 },
                 Piece::Chunk(c) => {
-                    if let Some(fw) = current.as_mut() {
-                        if let Err(e) = fw.chunk(c) {
-                            report
-                                .failed
-                                .push(format!("{}: {e}", fw.job.path.display()));
-                            current = None;
-                        }
+                    if let Some(fw) = current.as_mut()
+                        && let Err(e) = fw.chunk(c)
+                    {
+                        report
+                            .failed
+                            .push(format!("{}: {e}", fw.job.path.display()));
+                        current = None;
                     }
                 }
                 Piece::End => {

@@ -86,11 +86,9 @@ impl Excluder {
             };
         }
         let mut paths = always.to_vec();
-        if exclude_caches {
-            if let Some(h) = crate::config::home() {
-                paths.push(h.join(".cache"));
-                paths.push(h.join(".local/share/Trash"));
-            }
+        if exclude_caches && let Some(h) = crate::config::home() {
+            paths.push(h.join(".cache"));
+            paths.push(h.join(".local/share/Trash"));
         }
         let build = |b: GlobSetBuilder| {
             b.build().map_err(|e| {

@@ -63,10 +63,8 @@ fn put_blocking(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
         f.sync_all()?;
         fs::rename(&tmp_path, path)?;
         fsync_dir(parent)?;
-        if created {
-            if let Some(grand) = parent.parent() {
-                fsync_dir(grand)?;
-            }
+        if created && let Some(grand) = parent.parent() {
+            fsync_dir(grand)?;
         }
         Ok(())
     })();
