@@ -508,7 +508,7 @@ impl MetaStore for SqliteMeta {
     ) -> Result<Vec<SnapshotRow>, StoreError> {
         let rows = sqlx::query(&format!(
             "{SNAPSHOT_SELECT} WHERE s.account_id = ? AND (? IS NULL OR s.device_id = ?) \
-             ORDER BY s.time DESC, s.created DESC, s.id"
+             ORDER BY s.time DESC, s.rowid DESC"
         ))
         .bind(account_id)
         .bind(device_id)
