@@ -361,7 +361,7 @@ impl Archiver<'_> {
         for attempt in 1..=ATTEMPTS {
             let f = match File::options()
                 .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
                 .open(path)
             {
                 Ok(f) => f,
@@ -370,8 +370,14 @@ impl Archiver<'_> {
                     return Ok(None);
                 }
             };
+            // O_NONBLOCK above and this check: a file swapped for a fifo
+            // after the directory was listed must not hang the backup.
             let before = match f.metadata() {
-                Ok(m) => m,
+                Ok(m) if m.is_file() => m,
+                Ok(_) => {
+                    self.warn(format!("{} changed into something that is not a file while it was backed up; skipped", path.display()));
+                    return Ok(None);
+                }
                 Err(e) => {
                     self.warn(format!("cannot read {}: {e}; skipped", path.display()));
                     return Ok(None);
@@ -407,6 +413,11 @@ impl Archiver<'_> {
                 let mut n = fsmeta::node(name, NodeKind::File, &after);
                 n.size = size;
                 n.content = content;
+                if !still {
+                    // A ctime no file has: the next backup reads it again
+                    // instead of keeping a possibly mixed copy for good.
+                    n.ctime = Timestamp::default();
+                }
                 return Ok(Some(n));
             }
         }
@@ -452,6 +463,17 @@ fn packer(remote: &dyn Remote, rx: Receiver<Item>, failure: &Mutex<Option<Client
         remote.put_pack(id, bytes)
     };
     for item in rx {
+        // Close the pack before a blob that would take it past the target,
+        // so a large tree blob never makes a pack the server must refuse.
+        if !pack.is_empty() && pack.len() + item.data.len() > TARGET_PACK_SIZE {
+            if let Err(e) = upload(std::mem::take(&mut pack)) {
+                if let Ok(mut f) = failure.lock() {
+                    f.get_or_insert(e);
+                }
+                return;
+            }
+            pack = PackWriter::new();
+        }
         pack.add(item.kind, item.id, &item.data);
         if pack.len() >= TARGET_PACK_SIZE {
             if let Err(e) = upload(std::mem::take(&mut pack)) {
@@ -665,7 +687,14 @@ fn run(
             Ok((root, id))
         })();
         a.work = None; // closes the pipeline
-        let _ = packer_handle.join();
+        if packer_handle.join().is_err()
+            && let Ok(mut f) = failure.lock()
+        {
+            f.get_or_insert(ClientError::new(
+                ErrorCode::Internal,
+                "The upload thread crashed; nothing was committed.",
+            ));
+        }
         a.report_progress(true);
         walked.map(|w| (w, a))
     });

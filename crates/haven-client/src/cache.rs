@@ -71,13 +71,13 @@ impl Cache {
         Ok(tree)
     }
 
-    fn refs_path(&self, snapshot: &str) -> PathBuf {
-        self.dir.join("refs").join(snapshot)
+    fn refs_path(&self, snapshot: &str) -> Option<PathBuf> {
+        crate::http::valid_snapshot_id(snapshot).then(|| self.dir.join("refs").join(snapshot))
     }
 
     /// The sorted referenced-blob set recorded for `snapshot`, if cached.
     pub fn refs(&self, snapshot: &str) -> Option<Vec<BlobId>> {
-        let bytes = fs::read(self.refs_path(snapshot)).ok()?;
+        let bytes = fs::read(self.refs_path(snapshot)?).ok()?;
         if bytes.len() % 32 != 0 {
             return None;
         }
@@ -91,6 +91,9 @@ impl Cache {
 
     /// Records the set of `snapshot` and forgets older ones.
     pub fn put_refs(&self, snapshot: &str, refs: &[BlobId]) {
+        let Some(path) = self.refs_path(snapshot) else {
+            return;
+        };
         let dir = self.dir.join("refs");
         let _ = fs::create_dir_all(&dir);
         if let Ok(entries) = fs::read_dir(&dir) {
@@ -99,9 +102,9 @@ impl Cache {
             }
         }
         let bytes: Vec<u8> = refs.iter().flat_map(|id| id.0).collect();
-        let tmp = dir.join(format!("{snapshot}.tmp"));
+        let tmp = path.with_extension("tmp");
         if fs::write(&tmp, bytes)
-            .and_then(|_| fs::rename(&tmp, self.refs_path(snapshot)))
+            .and_then(|_| fs::rename(&tmp, &path))
             .is_err()
         {
             let _ = fs::remove_file(&tmp);

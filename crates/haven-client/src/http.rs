@@ -161,7 +161,11 @@ impl HttpRemote {
     }
 }
 
-fn parse_fetch(body: &[u8], ids: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>> {
+/// Records of a fetch answer: `Some(Some(blob))` found, `Some(None)`
+/// missing, `None` deferred (ask again).
+type FetchRecord = Option<Option<Vec<u8>>>;
+
+fn parse_fetch(body: &[u8], ids: &[BlobId]) -> Result<Vec<FetchRecord>> {
     let bad = || ClientError::corrupted("the blob download is malformed");
     let mut out = Vec::with_capacity(ids.len());
     let mut at = 0usize;
@@ -174,10 +178,11 @@ fn parse_fetch(body: &[u8], ids: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>> {
         at += 37;
         match head[32] {
             FETCH_FOUND => {
-                out.push(Some(body.get(at..at + len).ok_or_else(bad)?.to_vec()));
+                out.push(Some(Some(body.get(at..at + len).ok_or_else(bad)?.to_vec())));
                 at += len;
             }
-            FETCH_MISSING => out.push(None),
+            FETCH_MISSING => out.push(Some(None)),
+            FETCH_DEFERRED => out.push(None),
             _ => return Err(bad()),
         }
     }
@@ -205,21 +210,39 @@ impl Remote for HttpRemote {
     }
 
     fn fetch(&self, ids: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>> {
-        let resp = self.send(
-            Method::POST,
-            "/v1/blobs/fetch",
-            Self::encode(&FetchRequest { ids: ids.to_vec() }),
-        )?;
-        let body = resp.bytes().map_err(|e| self.unreachable(&e))?;
-        parse_fetch(&body, ids)
+        let mut result: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+        let mut pending: Vec<usize> = (0..ids.len()).collect();
+        while !pending.is_empty() {
+            let want: Vec<BlobId> = pending.iter().map(|&i| ids[i]).collect();
+            let resp = self.send(
+                Method::POST,
+                "/v1/blobs/fetch",
+                Self::encode(&FetchRequest { ids: want.clone() }),
+            )?;
+            let body = resp.bytes().map_err(|e| self.unreachable(&e))?;
+            let mut deferred = Vec::new();
+            for (k, rec) in parse_fetch(&body, &want)?.into_iter().enumerate() {
+                match rec {
+                    Some(blob) => result[pending[k]] = blob,
+                    None => deferred.push(pending[k]),
+                }
+            }
+            if deferred.len() == pending.len() {
+                return Err(ClientError::corrupted(
+                    "the server deferred every requested blob",
+                ));
+            }
+            pending = deferred;
+        }
+        Ok(result)
     }
 
     fn commit(&self, req: &CommitRequest) -> Result<SnapshotRecord> {
-        self.post("/v1/snapshots", req)
+        checked(self.post("/v1/snapshots", req)?)
     }
 
     fn snapshots(&self, device: Option<&str>) -> Result<Vec<SnapshotRecord>> {
-        match device {
+        let list: Vec<SnapshotRecord> = match device {
             Some(d) => {
                 let mut url = reqwest::Url::parse("http://x/v1/snapshots")
                     .map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?;
@@ -227,14 +250,15 @@ impl Remote for HttpRemote {
                 self.get(&format!(
                     "/v1/snapshots?{}",
                     url.query().unwrap_or_default()
-                ))
+                ))?
             }
-            None => self.get("/v1/snapshots"),
-        }
+            None => self.get("/v1/snapshots")?,
+        };
+        list.into_iter().map(checked).collect()
     }
 
     fn snapshot(&self, id: &str) -> Result<SnapshotRecord> {
-        self.get(&format!("/v1/snapshots/{}", sanitize_id(id)))
+        checked(self.get(&format!("/v1/snapshots/{}", sanitize_id(id)))?)
     }
 
     fn delete_snapshot(&self, id: &str) -> Result<()> {
@@ -252,6 +276,26 @@ impl Remote for HttpRemote {
 
     fn bytes_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// True for a well-formed snapshot id (32 lower-case hex characters).
+pub fn valid_snapshot_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Snapshot ids end up in local paths (caches): never trust the server's.
+fn checked(r: SnapshotRecord) -> Result<SnapshotRecord> {
+    if valid_snapshot_id(&r.id) && r.parent.as_deref().is_none_or(valid_snapshot_id) {
+        Ok(r)
+    } else {
+        Err(ClientError::corrupted(format!(
+            "the server sent a malformed backup id {:?}",
+            r.id
+        )))
     }
 }
 

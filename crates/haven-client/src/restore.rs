@@ -13,12 +13,12 @@
 //! never follows a symlink) and hard links only point at files this
 //! restore wrote. Every chunk is verified before it is written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -44,6 +44,8 @@ const BATCH_BYTES: u64 = 16 << 20;
 const BATCH_FILES: usize = 256;
 /// Chunks of a large file fetched per request.
 const BIG_WINDOW: usize = 8;
+/// Most chunks fetched for one batch of small files (at most 4 MiB each).
+const BATCH_CHUNKS: usize = 32;
 
 /// What to restore where.
 #[derive(Clone, Debug)]
@@ -106,6 +108,12 @@ fn filetime(t: Timestamp) -> FileTime {
     FileTime::from_unix_time(t.secs, t.nanos.min(999_999_999))
 }
 
+/// Directories and files are created private and get their backed-up
+/// mode only once complete: nobody can open a half-restored private file.
+fn private_dir(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().mode(0o700).create(path)
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -143,7 +151,7 @@ impl Walker<'_> {
         match fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => true,
             Ok(_) if self.overwrite => fs::remove_file(path)
-                .and_then(|_| fs::create_dir(path))
+                .and_then(|_| private_dir(path))
                 .map_err(|e| self.fail(path, e))
                 .is_ok(),
             Ok(m) => {
@@ -156,7 +164,7 @@ impl Walker<'_> {
                 false
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                fs::create_dir(path).map_err(|e| self.fail(path, e)).is_ok()
+                private_dir(path).map_err(|e| self.fail(path, e)).is_ok()
             }
             Err(e) => {
                 self.fail(path, e);
@@ -319,6 +327,7 @@ fn fetcher(
 ) -> Result<()> {
     let mut batch: Vec<FileJob> = Vec::new();
     let mut batch_bytes = 0u64;
+    let mut batch_chunks = 0usize;
     let flush = |batch: &mut Vec<FileJob>| -> Result<bool> {
         let ids: Vec<BlobId> = batch
             .iter()
@@ -341,14 +350,22 @@ fn fetcher(
             }
             continue;
         }
-        if job.node.size <= SMALL_FILE {
+        if job.node.size <= SMALL_FILE && job.node.content.len() <= BIG_WINDOW {
+            // Bounded by chunk count too: memory never depends on a size
+            // the snapshot merely claims.
             batch_bytes += job.node.size;
+            batch_chunks += job.node.content.len();
             batch.push(job);
-            if (batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES) && !flush(&mut batch)? {
+            if (batch.len() >= BATCH_FILES
+                || batch_bytes >= BATCH_BYTES
+                || batch_chunks >= BATCH_CHUNKS)
+                && !flush(&mut batch)?
+            {
                 return Ok(());
             }
             if batch.is_empty() {
                 batch_bytes = 0;
+                batch_chunks = 0;
             }
             continue;
         }
@@ -356,6 +373,7 @@ fn fetcher(
             return Ok(());
         }
         batch_bytes = 0;
+        batch_chunks = 0;
         let ids: Vec<BlobId> = job.node.content.iter().map(|c| c.0).collect();
         if out.send(Piece::Start(job)).is_err() {
             return Ok(());
@@ -403,7 +421,12 @@ impl FileWriter {
                 Err(_) => {}
             }
         }
-        match File::options().write(true).create_new(true).open(&job.path) {
+        match File::options()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&job.path)
+        {
             Ok(f) => Ok(FileWriter {
                 job,
                 file: Some(f),
@@ -419,7 +442,8 @@ impl FileWriter {
             return Ok(());
         };
         match data {
-            Some(d) if !self.damaged => {
+            // More data than the recorded size: a forged node; stop writing.
+            Some(d) if !self.damaged && self.written + d.len() as u64 <= self.job.node.size => {
                 f.write_all(&d)?;
                 self.written += d.len() as u64;
             }
@@ -503,6 +527,8 @@ pub fn restore(
         ..Default::default()
     };
     let mut last = Instant::now();
+    // Files written by this restore that other paths may hard-link to.
+    let mut link_targets: HashSet<PathBuf> = HashSet::new();
 
     let (walker_out, fetch_out) = std::thread::scope(|s| {
         let walker = s.spawn(|| {
@@ -524,10 +550,13 @@ pub fn restore(
         });
         let fetch = s.spawn(|| fetcher(remote, &keys, job_rx, piece_tx, opts.overwrite, &shared));
         let mut current: Option<FileWriter> = None;
-        let done = |fw: FileWriter, report: &mut RestoreReport, live: &mut RestoreProgress| {
+        let mut done = |fw: FileWriter, report: &mut RestoreReport, live: &mut RestoreProgress| {
             let (job, res) = fw.finish();
             match res {
                 Ok(n) => {
+                    if job.node.nlink > 1 {
+                        link_targets.insert(job.path.clone());
+                    }
                     report.files += 1;
                     report.bytes += n;
                     live.files += 1;
@@ -598,6 +627,14 @@ pub fn restore(
                 continue;
             }
             let _ = fs::remove_file(&link);
+        }
+        if !link_targets.contains(&first) {
+            report.failed.push(format!(
+                "{}: not restored, because {} (the file it is a hard link of) was not",
+                link.display(),
+                first.display()
+            ));
+            continue;
         }
         match fs::hard_link(&first, &link) {
             Ok(()) => report.hardlinks += 1,

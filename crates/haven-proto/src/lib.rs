@@ -137,7 +137,8 @@ pub struct PackStored {
 
 /// `POST /v1/blobs/fetch`: the body of the answer is binary, one record
 /// per requested id in request order: `id(32) | status(1) | length u32le |
-/// sealed blob`, status 0 = found, 1 = missing (length 0).
+/// sealed blob`, status 0 = found, 1 = missing, 2 = deferred (length 0:
+/// the answer is full, ask again). An answer carries at most 64 MiB of blobs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FetchRequest {
     pub ids: Vec<BlobId>,
@@ -145,8 +146,12 @@ pub struct FetchRequest {
 
 /// Status byte of a fetch record: found.
 pub const FETCH_FOUND: u8 = 0;
-/// Status byte of a fetch record: the server has no such blob.
+/// Status byte of a fetch record: the server has no such blob (or only a
+/// damaged copy).
 pub const FETCH_MISSING: u8 = 1;
+/// Status byte of a fetch record: not sent because the answer reached its
+/// size limit; ask again.
+pub const FETCH_DEFERRED: u8 = 2;
 
 /// `POST /v1/snapshots`: commit a backup. Idempotent by `id`: a retry
 /// after a lost answer returns the first commit's record.

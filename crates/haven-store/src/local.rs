@@ -50,11 +50,10 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn put_blocking(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn put_blocking(tmp_dir: &Path, root: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
     let parent = path
         .parent()
         .ok_or_else(|| io::Error::other("object path without parent"))?;
-    let created = !parent.exists();
     fs::create_dir_all(parent)?;
     let tmp_path = tmp_dir.join(format!("put-{:016x}", rand::random::<u64>()));
     let result = (|| {
@@ -62,9 +61,16 @@ fn put_blocking(tmp_dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp_path, path)?;
-        fsync_dir(parent)?;
-        if created && let Some(grand) = parent.parent() {
-            fsync_dir(grand)?;
+        // Every directory from the object's up to the store root: a fresh
+        // `packs/<account>/<xx>/` chain must survive power loss too, and a
+        // concurrent put may have created it without syncing it yet.
+        let mut dir = Some(parent);
+        while let Some(d) = dir {
+            fsync_dir(d)?;
+            if d == root {
+                break;
+            }
+            dir = d.parent();
         }
         Ok(())
     })();
@@ -86,8 +92,8 @@ async fn blocking<T: Send + 'static>(
 impl ObjectStore for LocalDirStore {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         let path = self.path(key)?;
-        let tmp = self.tmp.clone();
-        blocking(move || Ok(put_blocking(&tmp, &path, &bytes)?)).await
+        let (tmp, root) = (self.tmp.clone(), self.objects.clone());
+        blocking(move || Ok(put_blocking(&tmp, &root, &path, &bytes)?)).await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

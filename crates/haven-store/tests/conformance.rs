@@ -246,7 +246,11 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         "b cannot reference a's blobs"
     );
     assert_eq!(m.snapshots(a, Some(da.id)).await.expect("list").len(), 2);
-    assert_eq!(m.snapshots(a, None).await.expect("list")[0].id, "s2", "same second: the later commit is newest");
+    assert_eq!(
+        m.snapshots(a, None).await.expect("list")[0].id,
+        "s2",
+        "same second: the later commit is newest"
+    );
     assert!(m.snapshots(b, None).await.expect("list").is_empty());
     assert!(m.snapshot(b, "s1").await.expect("get").is_none());
     assert!(

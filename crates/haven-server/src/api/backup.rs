@@ -115,7 +115,7 @@ pub async fn put_pack(
     let key = format!(
         "packs/{}/{}/{}",
         caller.account_id,
-        &id[..2],
+        &pack_id.to_hex()[..2],
         pack_id.to_hex()
     );
     let size = bytes.len() as u64;
@@ -149,21 +149,31 @@ pub async fn fetch(
         .blob_locations(caller.account_id, &req.ids)
         .await?;
     let mut out = Vec::new();
+    // Bounds the answer's size whatever the request (ids may repeat):
+    // blobs past the budget are answered "deferred" and asked for again.
+    let mut budget = FETCH_BUDGET;
     let mut i = 0;
     while i < locs.len() {
         let Some(first) = &locs[i] else {
-            push_record(&mut out, &req.ids[i], None);
+            push_record(&mut out, &req.ids[i], Record::Missing);
             i += 1;
             continue;
         };
-        // A run of blobs from the same pack is read with one open.
-        let mut j = i + 1;
+        // A run of blobs from the same pack, within the budget, is read with one open.
+        let mut j = i;
         while j < locs.len()
-            && locs[j]
-                .as_ref()
-                .is_some_and(|l| l.object_key == first.object_key)
+            && let Some(l) = &locs[j]
+            && l.object_key == first.object_key
+            && (l.length as usize <= budget || (j == i && out.is_empty()))
         {
+            budget = budget.saturating_sub(l.length as usize);
             j += 1;
+        }
+        if j == i {
+            for id in &req.ids[i..] {
+                push_record(&mut out, id, Record::Deferred);
+            }
+            break;
         }
         let ranges = locs[i..j]
             .iter()
@@ -178,13 +188,18 @@ pub async fn fetch(
                     if !intact {
                         tracing::warn!(blob = %req.ids[i + k], "stored blob does not match its recorded hash");
                     }
-                    push_record(&mut out, &req.ids[i + k], intact.then_some(b.as_slice()));
+                    let rec = if intact {
+                        Record::Found(b)
+                    } else {
+                        Record::Missing
+                    };
+                    push_record(&mut out, &req.ids[i + k], rec);
                 }
             }
             Err(StoreError::NotFound) | Err(StoreError::Invalid(_)) => {
                 tracing::warn!(pack = %first.object_key, "pack is missing or truncated");
                 for id in &req.ids[i..j] {
-                    push_record(&mut out, id, None);
+                    push_record(&mut out, id, Record::Missing);
                 }
             }
             Err(e) => return Err(e.into()),
@@ -194,19 +209,25 @@ pub async fn fetch(
     Ok(out)
 }
 
-fn push_record(out: &mut Vec<u8>, id: &BlobId, blob: Option<&[u8]>) {
+/// Most blob bytes in one fetch answer.
+const FETCH_BUDGET: usize = 64 << 20;
+
+enum Record<'a> {
+    Found(&'a [u8]),
+    Missing,
+    Deferred,
+}
+
+fn push_record(out: &mut Vec<u8>, id: &BlobId, rec: Record<'_>) {
     out.extend_from_slice(&id.0);
-    match blob {
-        Some(b) => {
-            out.push(FETCH_FOUND);
-            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            out.extend_from_slice(b);
-        }
-        None => {
-            out.push(FETCH_MISSING);
-            out.extend_from_slice(&0u32.to_le_bytes());
-        }
-    }
+    let (status, body): (u8, &[u8]) = match rec {
+        Record::Found(b) => (FETCH_FOUND, b),
+        Record::Missing => (FETCH_MISSING, &[]),
+        Record::Deferred => (FETCH_DEFERRED, &[]),
+    };
+    out.push(status);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(body);
 }
 
 fn record(r: SnapshotRow) -> SnapshotRecord {

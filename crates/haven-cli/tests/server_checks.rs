@@ -1,0 +1,137 @@
+//! The server checks what it receives and bounds what it sends.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::Path;
+
+use haven_client::{HttpRemote, Remote};
+use haven_format::PackId;
+use haven_format::blob::{BlobKind, blob_id, seal};
+use haven_format::keys::MasterKey;
+use haven_format::pack::PackWriter;
+use haven_testkit::tree::noise;
+use haven_testkit::{Device, TestServer};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_haven");
+
+fn setup() -> (tempfile::TempDir, TestServer, Device) {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let dev = Device::new(
+        Path::new(BIN),
+        &tmp.path().join("dev"),
+        &server.url(),
+        "correct horse battery",
+    );
+    dev.signup("checks@example.org", "d");
+    (tmp, server, dev)
+}
+
+fn put(server: &TestServer, token: &str, id: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = reqwest::blocking::Client::new()
+        .put(format!("{}/v1/packs/{id}", server.url()))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn damaged_or_forged_packs_are_refused_before_anything_is_stored() {
+    let (_tmp, server, dev) = setup();
+    let token = dev.token();
+    let keys = MasterKey::from_hex(&dev.master_key()).unwrap().keys();
+    let data = b"some chunk".to_vec();
+    let id = blob_id(&keys, BlobKind::Data, &data);
+    let mut w = PackWriter::new();
+    w.add(
+        BlobKind::Data,
+        id,
+        &seal(&keys, BlobKind::Data, &id, &data, 3).unwrap(),
+    );
+    let (pid, bytes, _) = w.finish();
+
+    // A bit flipped in transit: the pack no longer matches its id.
+    let mut flipped = bytes.clone();
+    flipped[10] ^= 1;
+    let (status, body) = put(&server, &token, &pid.to_hex(), flipped);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("pack_invalid"))
+    );
+    // Garbage under its own correct id: the structure is checked.
+    let garbage = noise(1000, 1);
+    let (status, body) = put(&server, &token, &PackId::of(&garbage).to_hex(), garbage);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("pack_invalid"))
+    );
+    // A malformed id.
+    let (status, _) = put(&server, &token, "not-hex", bytes.clone());
+    assert_eq!(status, 400);
+    // Nothing of that was stored or indexed.
+    let remote = HttpRemote::new(&server.url(), Some(token.clone())).unwrap();
+    assert_eq!(remote.missing(&[id]).unwrap(), vec![id]);
+    let packs = server.data_dir.join("objects");
+    let stored = walk_files(&packs);
+    assert!(stored.is_empty(), "{stored:?}");
+    // The intact pack is accepted, upper-case id or not, and its blob is known.
+    let (status, _) = put(&server, &token, &pid.to_hex().to_uppercase(), bytes);
+    assert_eq!(status, 200);
+    assert!(remote.missing(&[id]).unwrap().is_empty());
+}
+
+fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk_files(&p))
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_fetch_answer_is_bounded_and_the_client_gets_everything_anyway() {
+    let (tmp, server, dev) = setup();
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), noise(4 << 20, 5)).unwrap();
+    dev.json(&["backup", src.to_str().unwrap(), "--json"]);
+    // The file's chunks, from the snapshot.
+    let keys = MasterKey::from_hex(&dev.master_key()).unwrap().keys();
+    let data = noise(4 << 20, 5);
+    let mut ids = Vec::new();
+    for chunk in haven_format::chunker::Chunker::new(&data[..], &keys) {
+        ids.push(blob_id(&keys, BlobKind::Data, &chunk.unwrap()));
+    }
+    // The same chunks asked for many times: ~120 MiB if sent at once.
+    let many: Vec<_> = ids.iter().cycle().take(ids.len() * 30).copied().collect();
+    let raw = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/blobs/fetch", server.url()))
+        .bearer_auth(dev.token())
+        .json(&serde_json::json!({ "ids": many }))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(
+        raw.len() <= (64 << 20) + (5 << 20) + 37 * many.len(),
+        "answer of {} bytes",
+        raw.len()
+    );
+    let remote = HttpRemote::new(&server.url(), Some(dev.token())).unwrap();
+    let got = remote.fetch(&many).unwrap();
+    assert_eq!(got.len(), many.len());
+    assert!(
+        got.iter().all(|b| b.is_some()),
+        "every blob arrives, over several answers"
+    );
+}
