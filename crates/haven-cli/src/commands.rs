@@ -52,7 +52,12 @@ pub fn run(command: Command) -> Result<u8> {
             invite,
         } => {
             let dir = ConfigDir::from_env()?;
-            let pw = password(a.password_file.as_deref(), "Choose a password: ", true)?;
+            let pw = password(
+                a.password_file.as_deref(),
+                "Choose a password: ",
+                true,
+                a.json,
+            )?;
             let s = account::signup(
                 &dir,
                 &a.server,
@@ -87,7 +92,7 @@ pub fn run(command: Command) -> Result<u8> {
         }
         Command::Login { account: a, device } => {
             let dir = ConfigDir::from_env()?;
-            let pw = password(a.password_file.as_deref(), "Password: ", false)?;
+            let pw = password(a.password_file.as_deref(), "Password: ", false, a.json)?;
             let (p, existing) =
                 account::login(&dir, &a.server, &a.email, &pw, &device_name(device))?;
             if a.json {
@@ -108,7 +113,7 @@ pub fn run(command: Command) -> Result<u8> {
             account: a,
             recovery_key,
         } => {
-            let pw = password(a.password_file.as_deref(), "New password: ", true)?;
+            let pw = password(a.password_file.as_deref(), "New password: ", true, a.json)?;
             account::recover(&a.server, &a.email, &recovery_key, &pw)?;
             if a.json {
                 print_json(&json!({"password_changed": true}));

@@ -71,6 +71,7 @@ pub fn password(
     file: Option<&std::path::Path>,
     prompt: &str,
     confirm: bool,
+    json: bool,
 ) -> Result<String, ClientError> {
     if let Some(p) = file {
         let text = std::fs::read_to_string(p)
@@ -80,7 +81,7 @@ pub fn password(
     if let Ok(p) = std::env::var("HAVEN_PASSWORD") {
         return Ok(p);
     }
-    if !interactive() {
+    if json || !interactive() {
         return Err(ClientError::new(
             ErrorCode::ConfirmationNeeded,
             "A password is needed and there is no terminal to ask for it.",

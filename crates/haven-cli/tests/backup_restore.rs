@@ -329,3 +329,94 @@ fn versions_are_printed() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("haven "));
 }
+
+#[test]
+fn a_plain_backup_covers_home_without_caches_or_havens_own_state() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let home = tmp.path().join("home");
+    fs::create_dir_all(home.join(".cache/thumbnails")).unwrap();
+    fs::write(home.join(".cache/thumbnails/t.png"), "cache").unwrap();
+    fs::create_dir_all(home.join(".local/share/Trash/files")).unwrap();
+    fs::write(home.join(".local/share/Trash/files/old.txt"), "trash").unwrap();
+    fs::create_dir_all(home.join("Documents")).unwrap();
+    fs::write(home.join("Documents/cv.txt"), "cv").unwrap();
+    // The device's own state lives in the home directory here.
+    let dev = Device::new(
+        Path::new(BIN),
+        &home.join(".config/haven"),
+        &server.url(),
+        "correct horse battery",
+    );
+    dev.signup("home@example.org", "d");
+    let home_s = home.to_str().unwrap();
+    let out = dev.run_env(&["backup", "--json"], &[("HOME", home_s)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["files"], 1, "only Documents/cv.txt: {b}");
+    // The human form of the same.
+    let out = dev.run_env(&["backup"], &[("HOME", home_s)]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 files"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn nothing_waits_for_a_password_without_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let dev = Device::new(
+        Path::new(BIN),
+        &tmp.path().join("d"),
+        &server.url(),
+        "unused",
+    );
+    let out = dev.run_env(
+        &[
+            "signup",
+            "--server",
+            &server.url(),
+            "--email",
+            "np@example.org",
+            "--json",
+        ],
+        &[("HAVEN_PASSWORD", "")],
+    );
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "confirmation_needed");
+    let pw = tmp.path().join("pw");
+    fs::write(&pw, "from a file 123\n").unwrap();
+    let out = dev.run_env(
+        &[
+            "signup",
+            "--server",
+            &server.url(),
+            "--email",
+            "np@example.org",
+            "--password-file",
+            pw.to_str().unwrap(),
+            "--json",
+        ],
+        &[("HAVEN_PASSWORD", "")],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let login = Device::new(
+        Path::new(BIN),
+        &tmp.path().join("e"),
+        &server.url(),
+        "from a file 123",
+    );
+    login.login("np@example.org", "other");
+}

@@ -116,15 +116,26 @@ impl Device {
 
     /// Runs `haven ARGS` with this device's environment; stdin is empty.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.bin)
-            .args(args)
+        self.run_env(args, &[])
+    }
+
+    /// Runs with extra environment variables (an empty value removes one).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(args)
             .env("HAVEN_CONFIG_DIR", &self.config_dir)
             .env("HAVEN_PASSWORD", &self.password)
             .env("HAVEN_INSECURE_ALLOW_WEAK_KDF", "1")
             .env_remove("HAVEN_SERVER")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(std::process::Stdio::null());
+        for (k, v) in env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        cmd.output().unwrap()
     }
 
     /// Runs and expects success; returns stdout parsed as JSON.
