@@ -43,6 +43,7 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             client_version,
         ))
+        .layer(middleware::from_fn(trace_request))
         .with_state(state)
 }
 
@@ -52,6 +53,26 @@ async fn health(State(state): State<SharedState>) -> axum::Json<Health> {
         version: env!("CARGO_PKG_VERSION").into(),
         min_client_version: state.config.min_client_version.clone(),
     })
+}
+
+/// One span per request; one log line per answer, with status and time.
+async fn trace_request(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+    async move {
+        let started = std::time::Instant::now();
+        let resp = next.run(req).await;
+        let status = resp.status().as_u16();
+        let ms = started.elapsed().as_millis() as u64;
+        if status >= 500 {
+            tracing::warn!(status, ms, "answered");
+        } else {
+            tracing::debug!(status, ms, "answered");
+        }
+        resp
+    }
+    .instrument(span)
+    .await
 }
 
 async fn not_found() -> ApiError {
