@@ -128,8 +128,9 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Backup {
             paths,
             exclude,
+            upload_limit,
             json,
-        } => backup(paths, exclude, json),
+        } => backup(paths, exclude, upload_limit, json),
         Command::Backups {
             command: BackupsCommand::List { device, all, json },
         } => list(device, all, json),
@@ -226,9 +227,19 @@ fn resolve(
     }
 }
 
-fn backup(paths: Vec<std::path::PathBuf>, exclude: Vec<String>, json: bool) -> Result<u8> {
+fn backup(
+    paths: Vec<std::path::PathBuf>,
+    exclude: Vec<String>,
+    upload_limit: Option<String>,
+    json: bool,
+) -> Result<u8> {
     let (dir, profile, remote) = signed_in()?;
     let config = Config::load(&dir)?;
+    let limit = upload_limit
+        .or(config.upload_limit.clone())
+        .map(|l| haven_client::config::parse_bytes(&l))
+        .transpose()?;
+    let remote = remote.with_upload_limit(limit);
     let paths = if paths.is_empty() {
         config.default_paths()?
     } else {

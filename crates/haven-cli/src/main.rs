@@ -68,6 +68,9 @@ pub enum Command {
         /// Glob pattern to skip (repeatable), in addition to config.toml's.
         #[arg(long)]
         exclude: Vec<String>,
+        /// Cap the upload rate, e.g. 8MiB (per second).
+        #[arg(long)]
+        upload_limit: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

@@ -1,21 +1,33 @@
 //! The HTTP implementation of [`Remote`] and the unauthenticated account
-//! calls. Transient failures (connection refused or reset, 502/503/504)
-//! are retried with exponential backoff and jitter; every request is
-//! idempotent, so a retry after a lost answer is safe.
+//! calls.
+//!
+//! Every request is idempotent, so a request that failed in transit
+//! (connection refused, reset, timed out, answer cut short, 502/503/504) is
+//! sent again after an exponential backoff with jitter. The retry budget
+//! counts *consecutive* failures across all requests: any success resets
+//! it, so a long backup over a line that keeps breaking goes on as long as
+//! it makes progress, and gives up with a precise reason when it does not.
+//! Packs are uploaded in parts of [`UPLOAD_PART`] bytes that the server
+//! acknowledges one by one; after a failure the upload continues where the
+//! server's copy ends.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use haven_format::{BlobId, PackId};
 use haven_proto::*;
 use reqwest::Method;
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::Client;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{ClientError, Remote, Result, VERSION};
 
-const ATTEMPTS: u32 = 5;
+/// Consecutive failed attempts (no request succeeded in between) before giving up.
+const MAX_CONSECUTIVE_FAILURES: u32 = 8;
+/// Longest pause between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 /// A Haven server over HTTP(S).
 pub struct HttpRemote {
@@ -23,6 +35,8 @@ pub struct HttpRemote {
     base: String,
     token: Option<String>,
     sent: AtomicU64,
+    failures: AtomicU32,
+    limiter: Option<RateLimiter>,
 }
 
 enum Body {
@@ -31,13 +45,53 @@ enum Body {
     Bytes(Vec<u8>),
 }
 
+/// Spaces request bodies so that uploads average at most `rate` bytes/s.
+struct RateLimiter {
+    rate: f64,
+    next_free: Mutex<Instant>,
+}
+
+impl RateLimiter {
+    fn wait(&self, bytes: usize) {
+        let delay = {
+            let mut next = self.next_free.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let start = (*next).max(now);
+            *next = start + Duration::from_secs_f64(bytes as f64 / self.rate);
+            start - now
+        };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+    }
+}
+
+/// Why an attempt failed, for the final error if the budget runs out.
+enum Transient {
+    Refused,
+    Timeout,
+    Broken(String),
+    Status(u16),
+}
+
+fn is_refused(e: &reqwest::Error) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        src = s.source();
+    }
+    false
+}
+
 impl HttpRemote {
     /// A remote for `server` (e.g. `http://127.0.0.1:8420`), signed in with
     /// `token` if given.
     pub fn new(server: &str, token: Option<String>) -> Result<Self> {
         let client = Client::builder()
             .connect_timeout(Duration::from_secs(15))
-            .timeout(Duration::from_secs(600))
+            .timeout(Duration::from_secs(120))
             .user_agent(format!("haven/{VERSION}"))
             .build()
             .map_err(|e| {
@@ -56,7 +110,18 @@ impl HttpRemote {
             base,
             token,
             sent: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            limiter: None,
         })
+    }
+
+    /// Caps the upload rate (request bodies) at `bytes_per_sec`.
+    pub fn with_upload_limit(mut self, bytes_per_sec: Option<u64>) -> Self {
+        self.limiter = bytes_per_sec.filter(|&r| r > 0).map(|r| RateLimiter {
+            rate: r as f64,
+            next_free: Mutex::new(Instant::now()),
+        });
+        self
     }
 
     /// The server URL.
@@ -64,26 +129,35 @@ impl HttpRemote {
         &self.base
     }
 
-    fn unreachable(&self, e: &reqwest::Error) -> ClientError {
-        let why = if e.is_timeout() {
-            "the connection timed out"
-        } else {
-            "the connection failed"
-        };
-        ClientError::new(ErrorCode::NetworkUnreachable, format!("Cannot reach the Haven server at {}: {why} ({e}).", self.base))
-            .fix("Check that the server is running and that the URL is right.")
-            .fix("Check this device's network connection, then run the command again: nothing already uploaded is lost.")
+    fn give_up(&self, why: Transient) -> ClientError {
+        let base = &self.base;
+        match why {
+            Transient::Refused => ClientError::new(ErrorCode::ServerUnavailable, format!("The Haven server at {base} refuses connections: it is not running, or not at that address."))
+                .fix("Check that haven-server is running and that the URL is right.")
+                .fix("Run the command again later: nothing already uploaded is lost."),
+            Transient::Timeout => ClientError::new(ErrorCode::NetworkTooSlow, format!("Requests to {base} kept timing out: the connection is too slow or stalls."))
+                .fix("Try again on a faster or more stable network; the backup resumes where it stopped.")
+                .fix("If the link is shared, cap Haven's rate with --upload-limit so it stops stalling."),
+            Transient::Broken(e) => ClientError::new(ErrorCode::NetworkUnreachable, format!("Cannot reach the Haven server at {base}: the connection kept failing ({e})."))
+                .fix("Check this device's network connection and the server URL.")
+                .fix("Run the command again: nothing already uploaded is lost, the backup resumes where it stopped."),
+            Transient::Status(code) => ClientError::new(ErrorCode::ServerUnavailable, format!("The server at {base} kept answering HTTP {code} (temporarily unavailable)."))
+                .fix("Try again in a few minutes; if it persists, tell the server's operator."),
+        }
     }
 
-    fn send(&self, method: Method, path: &str, body: Body) -> Result<Response> {
+    /// Sends a request, retrying transient failures, and returns the body
+    /// of a successful answer. An error answer becomes its `ClientError`.
+    fn send(&self, method: Method, path: &str, body: Body, timeout: Duration) -> Result<Vec<u8>> {
         let url = format!("{}{path}", self.base);
-        let mut attempt = 0;
+        let mut attempt = 0u32;
         loop {
             attempt += 1;
             let mut req = self
                 .client
                 .request(method.clone(), &url)
-                .header(CLIENT_VERSION_HEADER, VERSION);
+                .header(CLIENT_VERSION_HEADER, VERSION)
+                .timeout(timeout);
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
             }
@@ -102,43 +176,59 @@ impl HttpRemote {
                     b.len()
                 }
             };
-            let result = req.send();
+            if let Some(l) = &self.limiter {
+                l.wait(len);
+            }
             self.sent
                 .fetch_add(len as u64 + path.len() as u64 + 200, Ordering::Relaxed);
-            let retry = match &result {
-                Ok(r) => matches!(r.status().as_u16(), 502..=504),
-                Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+            let transient = match req.send() {
+                Ok(resp) => {
+                    let status = resp.status();
+                    match resp.bytes() {
+                        Ok(bytes) if status.is_success() => {
+                            self.failures.store(0, Ordering::Relaxed);
+                            return Ok(bytes.to_vec());
+                        }
+                        Ok(_) if matches!(status.as_u16(), 502..=504) => {
+                            Transient::Status(status.as_u16())
+                        }
+                        Ok(bytes) => {
+                            self.failures.store(0, Ordering::Relaxed);
+                            return Err(self.error_answer(status.as_u16(), &bytes));
+                        }
+                        Err(e) if e.is_timeout() => Transient::Timeout,
+                        Err(e) => Transient::Broken(e.to_string()),
+                    }
+                }
+                Err(e) if is_refused(&e) => Transient::Refused,
+                Err(e) if e.is_timeout() => Transient::Timeout,
+                Err(e) if e.is_connect() || e.is_request() || e.is_body() => {
+                    Transient::Broken(e.to_string())
+                }
+                Err(e) => return Err(self.give_up(Transient::Broken(e.to_string()))),
             };
-            if !retry || attempt >= ATTEMPTS {
-                let resp = result.map_err(|e| self.unreachable(&e))?;
-                return self.check(resp);
+            let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if failures >= MAX_CONSECUTIVE_FAILURES {
+                return Err(self.give_up(transient));
             }
-            let backoff = 200u64 << attempt.min(6);
-            let jitter = rand::random::<u64>() % (backoff / 2 + 1);
+            let backoff = Duration::from_millis(250u64 << attempt.min(7)).min(MAX_BACKOFF);
+            let jitter =
+                Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
             tracing::debug!(attempt, path, "retrying after a transient failure");
-            std::thread::sleep(Duration::from_millis(backoff + jitter));
+            std::thread::sleep(backoff + jitter);
         }
     }
 
-    fn check(&self, resp: Response) -> Result<Response> {
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let text = resp.text().unwrap_or_default();
-        match serde_json::from_str::<ErrorEnvelope>(&text) {
-            Ok(env) => Err(ClientError(Box::new(env.error))),
-            Err(_) => Err(ClientError::new(
-                ErrorCode::ServerUnavailable,
-                format!("The server at {} answered HTTP {status} without a Haven error.", self.base),
-            )
-            .fix("Check that the URL points at a Haven server (not a proxy's error page), then try again.")),
+    fn error_answer(&self, status: u16, body: &[u8]) -> ClientError {
+        match serde_json::from_slice::<ErrorEnvelope>(body) {
+            Ok(env) => ClientError(Box::new(env.error)),
+            Err(_) => ClientError::new(ErrorCode::ServerUnavailable, format!("The server at {} answered HTTP {status} without a Haven error.", self.base))
+                .fix("Check that the URL points at a Haven server (not a proxy's error page), then try again."),
         }
     }
 
-    fn json<T: DeserializeOwned>(&self, resp: Response) -> Result<T> {
-        let bytes = resp.bytes().map_err(|e| self.unreachable(&e))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+    fn parse<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T> {
+        serde_json::from_slice(bytes).map_err(|e| {
             ClientError::new(ErrorCode::ServerUnavailable, format!("The server at {} sent an answer this client does not understand: {e}.", self.base))
                 .fix("The server may be a different version: update Haven on this device and on the server.")
         })
@@ -150,14 +240,19 @@ impl HttpRemote {
 
     /// `POST` JSON, expect JSON.
     pub fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        let resp = self.send(Method::POST, path, Self::encode(body))?;
-        self.json(resp)
+        let bytes = self.send(
+            Method::POST,
+            path,
+            Self::encode(body),
+            Duration::from_secs(120),
+        )?;
+        self.parse(&bytes)
     }
 
     /// `GET`, expect JSON.
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let resp = self.send(Method::GET, path, Body::None)?;
-        self.json(resp)
+        let bytes = self.send(Method::GET, path, Body::None, Duration::from_secs(120))?;
+        self.parse(&bytes)
     }
 }
 
@@ -204,9 +299,38 @@ impl Remote for HttpRemote {
     }
 
     fn put_pack(&self, id: PackId, pack: Vec<u8>) -> Result<()> {
-        let resp = self.send(Method::PUT, &format!("/v1/packs/{id}"), Body::Bytes(pack))?;
-        let _: PackStored = self.json(resp)?;
-        Ok(())
+        let total = pack.len();
+        let mut offset = 0usize;
+        loop {
+            let end = (offset + UPLOAD_PART).min(total);
+            let path = format!("/v1/uploads/{id}?offset={offset}&total={total}");
+            let part = Body::Bytes(pack[offset..end].to_vec());
+            let status: UploadStatus =
+                match self.send(Method::PUT, &path, part, Duration::from_secs(60)) {
+                    Ok(bytes) => self.parse(&bytes)?,
+                    // The server holds a different amount (a part acknowledged
+                    // but its answer lost, or a server restart): continue there.
+                    Err(e) if e.code() == ErrorCode::UploadOffset => {
+                        let resume = e.body().details.as_ref().and_then(|d| d["offset"].as_u64());
+                        match resume {
+                            Some(o) if o <= total as u64 => UploadStatus {
+                                offset: o,
+                                complete: false,
+                            },
+                            _ => {
+                                return Err(ClientError::corrupted(
+                                    "the server's upload offset is invalid",
+                                ));
+                            }
+                        }
+                    }
+                    Err(e) => return Err(e),
+                };
+            if status.complete {
+                return Ok(());
+            }
+            offset = status.offset as usize;
+        }
     }
 
     fn fetch(&self, ids: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -214,12 +338,12 @@ impl Remote for HttpRemote {
         let mut pending: Vec<usize> = (0..ids.len()).collect();
         while !pending.is_empty() {
             let want: Vec<BlobId> = pending.iter().map(|&i| ids[i]).collect();
-            let resp = self.send(
+            let body = self.send(
                 Method::POST,
                 "/v1/blobs/fetch",
                 Self::encode(&FetchRequest { ids: want.clone() }),
+                Duration::from_secs(600),
             )?;
-            let body = resp.bytes().map_err(|e| self.unreachable(&e))?;
             let mut deferred = Vec::new();
             for (k, rec) in parse_fetch(&body, &want)?.into_iter().enumerate() {
                 match rec {
@@ -266,6 +390,7 @@ impl Remote for HttpRemote {
             Method::DELETE,
             &format!("/v1/snapshots/{}", sanitize_id(id)),
             Body::None,
+            Duration::from_secs(120),
         )?;
         Ok(())
     }

@@ -29,12 +29,18 @@ pub enum ErrorCode {
     BackupInProgress,
     /// The client is older than the server accepts.
     ClientTooOld,
+    /// A resumable upload part does not start where the server's copy ends.
+    UploadOffset,
+    /// The server's disk is full.
+    ServerStorageFull,
     /// The server's storage failed; retrying later may work.
     StorageUnavailable,
     /// An unexpected server error.
     Internal,
     /// Client side: the server cannot be reached.
     NetworkUnreachable,
+    /// Client side: the connection is too slow for requests to finish.
+    NetworkTooSlow,
     /// Client side: the server answered with something that is not Haven.
     ServerUnavailable,
     /// Client side: this device is not signed in.
@@ -69,9 +75,12 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::BackupInProgress => "backup_in_progress",
             ErrorCode::ClientTooOld => "client_too_old",
+            ErrorCode::UploadOffset => "upload_offset",
+            ErrorCode::ServerStorageFull => "server_storage_full",
             ErrorCode::StorageUnavailable => "storage_unavailable",
             ErrorCode::Internal => "internal",
             ErrorCode::NetworkUnreachable => "network_unreachable",
+            ErrorCode::NetworkTooSlow => "network_too_slow",
             ErrorCode::ServerUnavailable => "server_unavailable",
             ErrorCode::NotSignedIn => "not_signed_in",
             ErrorCode::WeakKdf => "weak_kdf",

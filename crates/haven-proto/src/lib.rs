@@ -135,6 +135,19 @@ pub struct PackStored {
     pub duplicate_blobs: u32,
 }
 
+/// Answer to a part of a resumable pack upload (`PUT /v1/uploads/{id}`)
+/// and to `GET /v1/uploads/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadStatus {
+    /// Bytes of the pack the server holds; the next part starts here.
+    pub offset: u64,
+    /// The pack is stored and indexed.
+    pub complete: bool,
+}
+
+/// Size of the parts of a resumable upload.
+pub const UPLOAD_PART: usize = 1 << 20;
+
 /// `POST /v1/blobs/fetch`: the body of the answer is binary, one record
 /// per requested id in request order: `id(32) | status(1) | length u32le |
 /// sealed blob`, status 0 = found, 1 = missing, 2 = deferred (length 0:

@@ -91,6 +91,17 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("object"),
             StoreError::Invalid(m) => ApiError::bad_request(m),
+            StoreError::Io(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                tracing::error!(
+                    "the data directory's disk is full (ENOSPC): free space or grow the volume; nothing acknowledged was lost"
+                );
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    ErrorCode::ServerStorageFull,
+                    "The server's disk is full, so it cannot store this backup.",
+                )
+                .fix("Tell the server's operator; the backup resumes where it stopped once space is freed.")
+            }
             other => ApiError::storage(&other),
         }
     }

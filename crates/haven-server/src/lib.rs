@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod fault;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ pub async fn open_state(config: Config) -> anyhow::Result<SharedState> {
         objects: Arc::new(objects),
         config,
         prelogin_secret,
+        uploads: Default::default(),
     }))
 }
 

@@ -11,6 +11,8 @@ pub struct AppState {
     pub config: Config,
     /// Keys the fake KDF salts of unknown emails (stable across restarts).
     pub prelogin_secret: [u8; 32],
+    /// One lock per staging file of a resumable upload.
+    pub uploads: crate::api::upload::UploadLocks,
 }
 
 pub type SharedState = Arc<AppState>;

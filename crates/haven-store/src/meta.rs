@@ -173,6 +173,8 @@ pub trait MetaStore: Send + Sync + 'static {
         size: u64,
         blobs: &[PackBlob],
     ) -> Result<u32, StoreError>;
+    /// True if the account has indexed this pack.
+    async fn pack_exists(&self, account_id: i64, pack: PackId) -> Result<bool, StoreError>;
     /// Locations of blobs, `None` where the account has no such blob.
     async fn blob_locations(
         &self,

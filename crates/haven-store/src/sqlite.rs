@@ -365,6 +365,16 @@ impl MetaStore for SqliteMeta {
         Ok(dup)
     }
 
+    async fn pack_exists(&self, account_id: i64, pack: PackId) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM packs WHERE account_id = ? AND id = ?")
+                .bind(account_id)
+                .bind(&pack.0[..])
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
     async fn blob_locations(
         &self,
         account_id: i64,

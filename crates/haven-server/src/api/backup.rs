@@ -1,14 +1,12 @@
 //! Devices, blobs, packs and snapshots.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use haven_format::pack::parse_pack;
-use haven_format::{BlobId, PackId};
+use haven_format::BlobId;
 use haven_proto::*;
 use haven_store::StoreError;
-use haven_store::meta::{NewSnapshot, PackBlob, SnapshotRow};
+use haven_store::meta::{NewSnapshot, SnapshotRow};
 use serde::Deserialize;
 
 use super::auth::Caller;
@@ -70,68 +68,6 @@ pub async fn missing(
         .blobs_missing(caller.account_id, &req.ids)
         .await?;
     Ok(Json(MissingResponse { missing }))
-}
-
-/// `PUT /v1/packs/{id}`. The pack is checked before anything is stored:
-/// its id must be the hash of its bytes (catches truncation and bit flips
-/// in transit), and its index must describe exactly its body with
-/// well-framed blobs (so that scrub and restore can trust the offsets).
-/// The server records the hash of each blob's ciphertext for scrub.
-pub async fn put_pack(
-    State(state): State<SharedState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> ApiResult<Json<PackStored>> {
-    let pack_id = PackId::from_hex(&id)
-        .map_err(|_| ApiError::bad_request("A pack id is 64 hex characters."))?;
-    let body_vec = body.to_vec();
-    let checked =
-        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<PackBlob>), ApiError> {
-            if PackId::of(&body_vec) != pack_id {
-                return Err(ApiError::pack_invalid(
-                    "its content does not match its id (damaged in transit?)",
-                ));
-            }
-            let entries = parse_pack(&body_vec).map_err(ApiError::pack_invalid)?;
-            let blobs = entries
-                .into_iter()
-                .map(|e| {
-                    let range = e.offset as usize..e.offset as usize + e.length as usize;
-                    PackBlob {
-                        id: e.id,
-                        kind: e.kind,
-                        offset: e.offset,
-                        length: e.length,
-                        hash: *blake3::hash(&body_vec[range]).as_bytes(),
-                    }
-                })
-                .collect();
-            Ok((body_vec, blobs))
-        })
-        .await
-        .map_err(|_| ApiError::pack_invalid("verification crashed"))??;
-    let (bytes, blobs) = checked;
-    let key = format!(
-        "packs/{}/{}/{}",
-        caller.account_id,
-        &pack_id.to_hex()[..2],
-        pack_id.to_hex()
-    );
-    let size = bytes.len() as u64;
-    // Store first, index second: an index entry never points at a pack
-    // that is not durably stored. A crash in between leaves an unindexed
-    // object, which GC removes and a retried upload replaces.
-    state.objects.put(&key, bytes).await?;
-    let dup = state
-        .meta
-        .pack_insert(caller.account_id, pack_id, &key, size, &blobs)
-        .await?;
-    Ok(Json(PackStored {
-        pack: pack_id,
-        blobs: blobs.len() as u32,
-        duplicate_blobs: dup,
-    }))
 }
 
 /// `POST /v1/blobs/fetch`: sealed blobs in request order, binary (see
@@ -280,8 +216,10 @@ pub async fn commit(
         added: req.added,
         removed: req.removed,
     };
+    crate::fault::point("before-commit");
     match state.meta.snapshot_commit(&new).await {
         Ok(row) => {
+            crate::fault::point("after-commit");
             tracing::info!(account_id = caller.account_id, snapshot = %row.id, files = row.files, "snapshot committed");
             Ok((StatusCode::CREATED, Json(record(row))))
         }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod backup;
+pub mod upload;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -30,7 +31,13 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/blobs/fetch", post(backup::fetch))
         .route(
             "/v1/packs/{id}",
-            put(backup::put_pack).layer(DefaultBodyLimit::max(haven_format::pack::MAX_PACK_SIZE)),
+            put(upload::put_pack).layer(DefaultBodyLimit::max(haven_format::pack::MAX_PACK_SIZE)),
+        )
+        .route(
+            "/v1/uploads/{id}",
+            put(upload::put_part)
+                .get(upload::status)
+                .layer(DefaultBodyLimit::max(haven_format::pack::MAX_PACK_SIZE)),
         )
         .route("/v1/snapshots", post(backup::commit).get(backup::list))
         .route(

@@ -1,0 +1,248 @@
+//! Pack uploads: whole (`PUT /v1/packs/{id}`) or resumable in parts
+//! (`PUT /v1/uploads/{id}?offset=O&total=T`, `GET /v1/uploads/{id}`).
+//!
+//! A part is appended to a staging file only if it starts exactly where
+//! the staging file ends, and is fsynced before it is acknowledged, so a
+//! client whose connection broke asks where to continue and sends only
+//! the rest, even across a server restart. When the last part arrives the
+//! whole pack is verified and stored exactly like a whole upload.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use haven_format::PackId;
+use haven_format::pack::{MAX_PACK_SIZE, parse_pack};
+use haven_proto::{ErrorCode, PackStored, UploadStatus};
+use haven_store::meta::PackBlob;
+use serde::Deserialize;
+
+use super::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::state::SharedState;
+
+/// Serializes the parts of one staging file: a retry that overlaps a slow
+/// first attempt must not interleave appends.
+#[derive(Default)]
+pub struct UploadLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl UploadLocks {
+    fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(key.to_string()).or_default().clone()
+    }
+}
+
+fn parse_id(id: &str) -> ApiResult<PackId> {
+    PackId::from_hex(id).map_err(|_| ApiError::bad_request("A pack id is 64 hex characters."))
+}
+
+fn object_key(account_id: i64, pack: &PackId) -> String {
+    let hex = pack.to_hex();
+    format!("packs/{account_id}/{}/{hex}", &hex[..2])
+}
+
+fn staging_path(state: &SharedState, account_id: i64, pack: &PackId) -> PathBuf {
+    state
+        .config
+        .data_dir
+        .join("uploads")
+        .join(format!("{account_id}-{}", pack.to_hex()))
+}
+
+/// Verifies a complete pack, stores it durably, then indexes its blobs.
+/// The id must be the hash of the bytes (catches damage in transit), and
+/// the index must describe exactly the body with well-framed blobs (so
+/// scrub and restore can trust the offsets). The hash of each blob's
+/// ciphertext is recorded for scrub.
+async fn store_pack(
+    state: &SharedState,
+    caller: Caller,
+    pack_id: PackId,
+    bytes: Vec<u8>,
+) -> ApiResult<PackStored> {
+    let (bytes, blobs) =
+        tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<PackBlob>), ApiError> {
+            if PackId::of(&bytes) != pack_id {
+                return Err(ApiError::pack_invalid(
+                    "its content does not match its id (damaged in transit?)",
+                ));
+            }
+            let entries = parse_pack(&bytes).map_err(ApiError::pack_invalid)?;
+            let blobs = entries
+                .into_iter()
+                .map(|e| {
+                    let range = e.offset as usize..e.offset as usize + e.length as usize;
+                    PackBlob {
+                        id: e.id,
+                        kind: e.kind,
+                        offset: e.offset,
+                        length: e.length,
+                        hash: *blake3::hash(&bytes[range]).as_bytes(),
+                    }
+                })
+                .collect();
+            Ok((bytes, blobs))
+        })
+        .await
+        .map_err(|_| ApiError::pack_invalid("verification crashed"))??;
+    let key = object_key(caller.account_id, &pack_id);
+    let size = bytes.len() as u64;
+    // Store first, index second: an index entry never points at a pack
+    // that is not durably stored. A crash in between leaves an unindexed
+    // object, which a retried upload replaces (and GC removes).
+    state.objects.put(&key, bytes).await?;
+    crate::fault::point("after-pack-store");
+    let dup = state
+        .meta
+        .pack_insert(caller.account_id, pack_id, &key, size, &blobs)
+        .await?;
+    crate::fault::point("after-pack-index");
+    Ok(PackStored {
+        pack: pack_id,
+        blobs: blobs.len() as u32,
+        duplicate_blobs: dup,
+    })
+}
+
+/// `PUT /v1/packs/{id}`: a whole pack in one request.
+pub async fn put_pack(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<PackStored>> {
+    let pack_id = parse_id(&id)?;
+    Ok(Json(
+        store_pack(&state, caller, pack_id, body.to_vec()).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct PartQuery {
+    offset: u64,
+    total: u64,
+}
+
+fn offset_mismatch(expected: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        ErrorCode::UploadOffset,
+        format!("The upload continues at byte {expected}."),
+    )
+    .fix("The client resumes from that offset.")
+    .details(serde_json::json!({ "offset": expected }))
+}
+
+/// `PUT /v1/uploads/{id}?offset=O&total=T`: one part of a pack.
+pub async fn put_part(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<PartQuery>,
+    body: Bytes,
+) -> ApiResult<Json<UploadStatus>> {
+    let pack_id = parse_id(&id)?;
+    if q.total == 0
+        || q.total > MAX_PACK_SIZE as u64
+        || q.offset.saturating_add(body.len() as u64) > q.total
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::TooLarge,
+            format!("A pack is at most {MAX_PACK_SIZE} bytes and a part must lie within it."),
+        )
+        .fix("This is a client bug: update the client."));
+    }
+    let path = staging_path(&state, caller.account_id, &pack_id);
+    let lock = state.uploads.get(&path.to_string_lossy());
+    let _guard = lock.lock().await;
+    let current = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    if current != q.offset {
+        // The last part was stored and its answer lost: the retry is done.
+        if pack_indexed(&state, caller, &pack_id).await? {
+            return Ok(Json(UploadStatus {
+                offset: q.total,
+                complete: true,
+            }));
+        }
+        return Err(offset_mismatch(current));
+    }
+    let end = q.offset + body.len() as u64;
+    let staged = path.clone();
+    let bytes = body.to_vec();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        if let Some(dir) = staged.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&staged)?;
+        f.write_all(&bytes)?;
+        // Acknowledged parts survive a server crash.
+        f.sync_data()
+    })
+    .await
+    .map_err(|_| ApiError::storage(&haven_store::StoreError::Invalid("append crashed".into())))?
+    .map_err(|e| ApiError::from(haven_store::StoreError::Io(e)))?;
+    crate::fault::point("after-part-append");
+    if end < q.total {
+        return Ok(Json(UploadStatus {
+            offset: end,
+            complete: false,
+        }));
+    }
+    let whole = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::from(haven_store::StoreError::Io(e)))?;
+    let result = store_pack(&state, caller, pack_id, whole).await;
+    // Stored, or not a valid pack: either way the staging file is done.
+    if !matches!(&result, Err(e) if e.body.code == ErrorCode::StorageUnavailable || e.body.code == ErrorCode::ServerStorageFull)
+    {
+        let _ = tokio::fs::remove_file(&path).await;
+    }
+    result.map(|_| {
+        Json(UploadStatus {
+            offset: q.total,
+            complete: true,
+        })
+    })
+}
+
+async fn pack_indexed(state: &SharedState, caller: Caller, pack: &PackId) -> ApiResult<bool> {
+    Ok(state.meta.pack_exists(caller.account_id, *pack).await?)
+}
+
+/// `GET /v1/uploads/{id}`: where an interrupted upload continues.
+pub async fn status(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<UploadStatus>> {
+    let pack_id = parse_id(&id)?;
+    if pack_indexed(&state, caller, &pack_id).await? {
+        return Ok(Json(UploadStatus {
+            offset: 0,
+            complete: true,
+        }));
+    }
+    let path = staging_path(&state, caller.account_id, &pack_id);
+    let offset = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    Ok(Json(UploadStatus {
+        offset,
+        complete: false,
+    }))
+}
