@@ -376,6 +376,12 @@ fn restore(
             r.target,
             started.elapsed().as_secs_f64()
         );
+        if r.already_restored > 0 {
+            println!(
+                "{} files were already restored (same content) and were kept.",
+                r.already_restored
+            );
+        }
         if r.skipped_existing > 0 {
             println!(
                 "{} existing files were left alone (use --overwrite to replace them).",

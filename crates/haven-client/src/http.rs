@@ -26,6 +26,8 @@ use crate::{ClientError, Remote, Result, VERSION};
 
 /// Consecutive failed attempts (no request succeeded in between) before giving up.
 const MAX_CONSECUTIVE_FAILURES: u32 = 8;
+/// Blob bytes asked for per fetch answer.
+const FETCH_ANSWER_BYTES: u64 = 4 << 20;
 /// Longest pause between attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
@@ -341,7 +343,10 @@ impl Remote for HttpRemote {
             let body = self.send(
                 Method::POST,
                 "/v1/blobs/fetch",
-                Self::encode(&FetchRequest { ids: want.clone() }),
+                Self::encode(&FetchRequest {
+                    ids: want.clone(),
+                    max_bytes: Some(FETCH_ANSWER_BYTES),
+                }),
                 Duration::from_secs(600),
             )?;
             let mut deferred = Vec::new();

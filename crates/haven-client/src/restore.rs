@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -70,6 +70,9 @@ pub struct RestoreReport {
     pub bytes: u64,
     /// Existing files left alone (no `--overwrite`).
     pub skipped_existing: u64,
+    /// Files found already restored (same content), e.g. by an interrupted
+    /// earlier run of the same restore.
+    pub already_restored: u64,
     /// Paths that could not be restored, with the reason.
     pub failed: Vec<String>,
     pub warnings: Vec<String>,
@@ -123,6 +126,24 @@ fn is_root() -> bool {
 struct Shared {
     failed: Vec<String>,
     warnings: Vec<String>,
+    already_restored: u64,
+}
+
+/// Records a failed write; a full disk ends the restore.
+fn write_failed(
+    fatal: &mut Option<ClientError>,
+    report: &mut RestoreReport,
+    path: &Path,
+    e: std::io::Error,
+) {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        fatal.get_or_insert_with(|| {
+            ClientError::new(ErrorCode::LocalIo, format!("The disk under {} is full; the restore stopped.", path.display()))
+                .fix("Free some space (or restore to another disk with --to), then run the same restore again: files already restored are kept and skipped.")
+        });
+    } else {
+        report.failed.push(format!("{}: {e}", path.display()));
+    }
 }
 
 struct Walker<'a> {
@@ -343,12 +364,20 @@ fn fetcher(
         Ok(true)
     };
     for job in jobs {
-        if fs::symlink_metadata(&job.path).is_ok() && !overwrite {
-            if let Ok(mut s) = shared.lock() {
-                s.warnings
-                    .push(format!("{} exists; left alone", job.path.display()));
+        if fs::symlink_metadata(&job.path).is_ok() {
+            if already_restored(keys, &job.path, &job.node) {
+                if let Ok(mut s) = shared.lock() {
+                    s.already_restored += 1;
+                }
+                continue;
             }
-            continue;
+            if !overwrite {
+                if let Ok(mut s) = shared.lock() {
+                    s.warnings
+                        .push(format!("{} exists; left alone", job.path.display()));
+                }
+                continue;
+            }
         }
         if job.node.size <= SMALL_FILE && job.node.content.len() <= BIG_WINDOW {
             // Bounded by chunk count too: memory never depends on a size
@@ -393,42 +422,52 @@ fn fetcher(
     Ok(())
 }
 
-/// Writes one file from its verified chunks.
+/// Writes one file from its verified chunks into a hidden temp file beside
+/// it, and renames it into place only when it is complete and its
+/// metadata is set: an interrupted restore (kill, disk full) never leaves a
+/// half-written file under its final name, and a re-run can trust any file
+/// it finds there.
 struct FileWriter {
     job: FileJob,
+    temp: PathBuf,
     file: Option<File>,
     written: u64,
     damaged: bool,
 }
 
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default();
+    let mut t = b".".to_vec();
+    t.extend_from_slice(&name);
+    t.extend_from_slice(b".haven-part");
+    path.with_file_name(OsStr::from_bytes(&t))
+}
+
 impl FileWriter {
-    fn create(
-        job: FileJob,
-        overwrite: bool,
-    ) -> std::result::Result<Self, Box<(FileJob, std::io::Error)>> {
-        if overwrite {
-            match fs::symlink_metadata(&job.path) {
-                Ok(m) if m.is_dir() => {
-                    let e = std::io::Error::new(
-                        std::io::ErrorKind::AlreadyExists,
-                        "exists and is a directory",
-                    );
-                    return Err(Box::new((job, e)));
-                }
-                Ok(_) => {
-                    let _ = fs::remove_file(&job.path);
-                }
-                Err(_) => {}
-            }
+    fn create(job: FileJob) -> std::result::Result<Self, Box<(FileJob, std::io::Error)>> {
+        if fs::symlink_metadata(&job.path).is_ok_and(|m| m.is_dir()) {
+            let e = std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "exists and is a directory",
+            );
+            return Err(Box::new((job, e)));
         }
+        let temp = temp_path(&job.path);
+        // A stale temp file from an interrupted run (never followed if it
+        // is a symlink: remove_file removes the link itself).
+        let _ = fs::remove_file(&temp);
         match File::options()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&job.path)
+            .open(&temp)
         {
             Ok(f) => Ok(FileWriter {
                 job,
+                temp,
                 file: Some(f),
                 written: 0,
                 damaged: false,
@@ -444,7 +483,10 @@ impl FileWriter {
         match data {
             // More data than the recorded size: a forged node; stop writing.
             Some(d) if !self.damaged && self.written + d.len() as u64 <= self.job.node.size => {
-                f.write_all(&d)?;
+                if let Err(e) = f.write_all(&d) {
+                    self.abandon();
+                    return Err(e);
+                }
                 self.written += d.len() as u64;
             }
             _ => self.damaged = true,
@@ -452,21 +494,28 @@ impl FileWriter {
         Ok(())
     }
 
-    /// Sets metadata; returns the bytes written or why the file is incomplete.
+    fn abandon(&mut self) {
+        self.file = None;
+        let _ = fs::remove_file(&self.temp);
+    }
+
+    /// Sets metadata and renames into place; returns the bytes written or
+    /// why the file could not be restored.
     fn finish(mut self) -> (FileJob, std::result::Result<u64, String>) {
-        let Some(mut f) = self.file.take() else {
+        let Some(f) = self.file.take() else {
             return (self.job, Err("not created".into()));
         };
         let node = &self.job.node;
         if self.damaged || self.written != node.size {
-            // Keep the file's size so that what was restored stays at its place.
-            let _ = f
-                .seek(SeekFrom::Start(node.size))
-                .and_then(|_| f.set_len(node.size));
+            let _ = fs::remove_file(&self.temp);
             let why = if self.damaged {
-                "some of its data is missing or damaged on the server; the restored copy is incomplete".to_string()
+                "some of its data is missing or damaged on the server, so it was not restored"
+                    .to_string()
             } else {
-                format!("restored {} bytes of {}", self.written, node.size)
+                format!(
+                    "the backup holds {} of its {} bytes, so it was not restored",
+                    self.written, node.size
+                )
             };
             return (self.job, Err(why));
         }
@@ -476,15 +525,47 @@ impl FileWriter {
             }
             f.set_permissions(fs::Permissions::from_mode(node.mode))?;
             let t = filetime(node.mtime);
-            filetime::set_file_handle_times(&f, Some(t), Some(t))
+            filetime::set_file_handle_times(&f, Some(t), Some(t))?;
+            drop(f);
+            fs::rename(&self.temp, &self.job.path)
         })();
+        if res.is_err() {
+            let _ = fs::remove_file(&self.temp);
+        }
         let written = self.written;
         (
             self.job,
             res.map(|_| written)
-                .map_err(|e| format!("restored, but its metadata could not be set: {e}")),
+                .map_err(|e| format!("could not be put in place: {e}")),
         )
     }
+}
+
+/// True if `path` already holds exactly the content of `node` (same size
+/// and the same chunk ids when re-chunked here): a previous, interrupted
+/// restore finished this file.
+fn already_restored(keys: &Keys, path: &Path, node: &Node) -> bool {
+    let Ok(f) = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    else {
+        return false;
+    };
+    if !f
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() == node.size)
+    {
+        return false;
+    }
+    let mut ids = node.content.iter();
+    for chunk in haven_format::chunker::Chunker::new(&f, keys) {
+        let Ok(data) = chunk else { return false };
+        if ids.next().map(|c| c.0) != Some(blob::blob_id(keys, BlobKind::Data, &data)) {
+            return false;
+        }
+    }
+    ids.next().is_none()
 }
 
 /// Restores a snapshot.
@@ -527,6 +608,8 @@ pub fn restore(
         ..Default::default()
     };
     let mut last = Instant::now();
+    // A failure that makes going on pointless (the disk is full).
+    let mut fatal: Option<ClientError> = None;
     // Files written by this restore that other paths may hard-link to.
     let mut link_targets: HashSet<PathBuf> = HashSet::new();
 
@@ -567,14 +650,11 @@ pub fn restore(
         };
         for piece in piece_rx {
             match piece {
-                Piece::Whole(job, chunks) => match FileWriter::create(job, opts.overwrite) {
+                Piece::Whole(job, chunks) => match FileWriter::create(job) {
                     Ok(mut fw) => {
                         for c in chunks {
                             if let Err(e) = fw.chunk(c) {
-                                report
-                                    .failed
-                                    .push(format!("{}: {e}", fw.job.path.display()));
-                                fw.file = None;
+                                write_failed(&mut fatal, &mut report, &fw.job.path, e);
                                 break;
                             }
                         }
@@ -586,7 +666,7 @@ pub fn restore(
                         .failed
                         .push(format!("{}: {e}", b.0.path.display(), e = b.1)),
                 },
-                Piece::Start(job) => match FileWriter::create(job, opts.overwrite) {
+                Piece::Start(job) => match FileWriter::create(job) {
                     Ok(fw) => current = Some(fw),
                     Err(b) => report
                         .failed
@@ -596,9 +676,7 @@ pub fn restore(
                     if let Some(fw) = current.as_mut()
                         && let Err(e) = fw.chunk(c)
                     {
-                        report
-                            .failed
-                            .push(format!("{}: {e}", fw.job.path.display()));
+                        write_failed(&mut fatal, &mut report, &fw.job.path, e);
                         current = None;
                     }
                 }
@@ -607,6 +685,10 @@ pub fn restore(
                         done(fw, &mut report, &mut live);
                     }
                 }
+            }
+            if fatal.is_some() {
+                // Dropping the receiver stops the download and the walk.
+                break;
             }
             if last.elapsed().as_millis() >= 100 {
                 last = Instant::now();
@@ -620,6 +702,9 @@ pub fn restore(
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore walker crashed."))?;
     fetch_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore download crashed."))??;
+    if let Some(e) = fatal {
+        return Err(e);
+    }
 
     for (link, first) in links {
         if fs::symlink_metadata(&link).is_ok() {
@@ -674,6 +759,7 @@ pub fn restore(
     if let Ok(s) = shared.into_inner() {
         report.failed.extend(s.failed);
         report.skipped_existing = s.warnings.len() as u64;
+        report.already_restored = s.already_restored;
         report.warnings.extend(s.warnings);
     }
     report.duration_secs = started.elapsed().as_secs_f64();

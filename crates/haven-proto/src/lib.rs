@@ -155,6 +155,11 @@ pub const UPLOAD_PART: usize = 1 << 20;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FetchRequest {
     pub ids: Vec<BlobId>,
+    /// Most blob bytes the client wants in this answer (the server also
+    /// caps it at 64 MiB); at least one blob is always sent. Small answers
+    /// get through links that break every few MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 /// Status byte of a fetch record: found.

@@ -3,6 +3,7 @@
 //! tree comparison that includes metadata.
 #![allow(clippy::unwrap_used)]
 
+pub mod proxy;
 pub mod tree;
 
 use std::net::SocketAddr;

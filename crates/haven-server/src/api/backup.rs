@@ -87,7 +87,9 @@ pub async fn fetch(
     let mut out = Vec::new();
     // Bounds the answer's size whatever the request (ids may repeat):
     // blobs past the budget are answered "deferred" and asked for again.
-    let mut budget = FETCH_BUDGET;
+    let mut budget = req
+        .max_bytes
+        .map_or(FETCH_BUDGET, |m| (m as usize).min(FETCH_BUDGET));
     let mut i = 0;
     while i < locs.len() {
         let Some(first) = &locs[i] else {
