@@ -76,6 +76,19 @@ enum Transient {
     Status(u16),
 }
 
+/// `HAVEN_RETRY_SCALE` scales the pauses between retries (tests use a
+/// small factor to stay fast); 1 when unset or invalid.
+fn retry_scale() -> f64 {
+    static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| {
+        std::env::var("HAVEN_RETRY_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|s: &f64| s.is_finite() && *s >= 0.0)
+            .unwrap_or(1.0)
+    })
+}
+
 fn is_refused(e: &reqwest::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
@@ -213,7 +226,9 @@ impl HttpRemote {
             if failures >= MAX_CONSECUTIVE_FAILURES {
                 return Err(self.give_up(transient));
             }
-            let backoff = Duration::from_millis(250u64 << attempt.min(7)).min(MAX_BACKOFF);
+            let backoff = Duration::from_millis(250u64 << attempt.min(7))
+                .min(MAX_BACKOFF)
+                .mul_f64(retry_scale());
             let jitter =
                 Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
             tracing::debug!(attempt, path, "retrying after a transient failure");

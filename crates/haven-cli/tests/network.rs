@@ -1,0 +1,277 @@
+//! Flaky and slow networks: the real client and server through a
+//! fault-injecting TCP proxy on loopback.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use haven_testkit::proxy::{FaultProxy, Faults};
+use haven_testkit::tree::{assert_same_tree, noise};
+use haven_testkit::{Device, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_haven");
+const MIB: u64 = 1 << 20;
+
+fn device(dir: &Path, url: &str) -> Device {
+    Device::new(Path::new(BIN), dir, url, "correct horse battery")
+}
+
+fn fast_retries(d: &Device, args: &[&str]) -> serde_json::Value {
+    let out = d.run_env(args, &[("HAVEN_RETRY_SCALE", "0.2")]);
+    assert!(
+        out.status.success(),
+        "haven {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_200_mib_backup_survives_a_slow_line_that_breaks_every_8_mib_and_restores_through_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let src = tmp.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(src.join(format!("video-{i}.bin")), noise(50 << 20, 100 + i)).unwrap();
+    }
+
+    // A clean run, for the byte count.
+    let clean = FaultProxy::start(server.addr, Faults::default());
+    let a = device(&tmp.path().join("a"), &clean.url());
+    a.signup("clean@example.org", "a");
+    let before = clean.bytes_up();
+    fast_retries(&a, &["backup", src.to_str().unwrap(), "--json"]);
+    let clean_bytes = clean.bytes_up() - before;
+
+    // 4 MiB/s, every connection cut at a random point every ~8 MiB.
+    let flaky = FaultProxy::start(
+        server.addr,
+        Faults {
+            rate: Some(4 * MIB),
+            cut_every: Some(8 * MIB),
+            random_cuts: true,
+            ..Default::default()
+        },
+    );
+    let b = device(&tmp.path().join("b"), &flaky.url());
+    b.signup("flaky@example.org", "b");
+    let before = flaky.bytes_up();
+    let r = fast_retries(&b, &["backup", src.to_str().unwrap(), "--json"]);
+    let flaky_bytes = flaky.bytes_up() - before;
+    assert!(flaky.cuts() >= 15, "only {} cuts", flaky.cuts());
+    assert!(
+        flaky_bytes * 100 <= clean_bytes * 110,
+        "the flaky run sent {flaky_bytes} bytes, the clean one {clean_bytes} (+{:.1}%)",
+        (flaky_bytes as f64 / clean_bytes as f64 - 1.0) * 100.0
+    );
+    eprintln!(
+        "clean {clean_bytes} B, flaky {flaky_bytes} B (+{:.2}%), {} cuts, backup reported {} B sent",
+        (flaky_bytes as f64 / clean_bytes as f64 - 1.0) * 100.0,
+        flaky.cuts(),
+        r["uploaded_bytes"]
+    );
+
+    // The restore goes through a line that breaks too.
+    let down = FaultProxy::start(
+        server.addr,
+        Faults {
+            rate: Some(16 * MIB),
+            cut_every: Some(8 * MIB),
+            random_cuts: true,
+            ..Default::default()
+        },
+    );
+    let c = device(&tmp.path().join("c"), &down.url());
+    c.login("flaky@example.org", "c");
+    let out = tmp.path().join("out");
+    let r = fast_retries(
+        &c,
+        &[
+            "restore",
+            "--device",
+            "b",
+            "--to",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(r["failed"].as_array().unwrap().len(), 0, "{r}");
+    assert!(
+        down.cuts() >= 10,
+        "only {} cuts on the way down",
+        down.cuts()
+    );
+    assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn an_interrupted_restore_run_again_keeps_what_it_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let src = tmp.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..40 {
+        fs::write(src.join(format!("f{i:02}")), noise(MIB as usize, i)).unwrap();
+    }
+    let a = device(&tmp.path().join("a"), &server.url());
+    a.signup("int@example.org", "a");
+    a.json(&["backup", src.to_str().unwrap(), "--json"]);
+
+    let slow = FaultProxy::start(
+        server.addr,
+        Faults {
+            rate: Some(4 * MIB),
+            ..Default::default()
+        },
+    );
+    let b = device(&tmp.path().join("b"), &slow.url());
+    b.login("int@example.org", "b");
+    let out = tmp.path().join("out");
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "restore",
+            "--device",
+            "a",
+            "--to",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+        .env("HAVEN_CONFIG_DIR", &b.config_dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let restored = out.join(src.strip_prefix("/").unwrap());
+    let finished = || {
+        fs::read_dir(&restored)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    // Kill as soon as the first files are in place.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while finished() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = finished();
+    assert!(
+        done > 0 && done < 40,
+        "the kill should land mid-restore ({done} files done)"
+    );
+    // Nothing half-written sits under a final name.
+    for e in fs::read_dir(&restored).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            assert_eq!(
+                fs::read(e.path()).unwrap(),
+                fs::read(src.join(&name)).unwrap(),
+                "{name} is complete"
+            );
+        }
+    }
+    let r = b.json(&[
+        "restore",
+        "--device",
+        "a",
+        "--to",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r["already_restored"].as_u64().unwrap(), done as u64, "{r}");
+    assert_eq!(r["files"].as_u64().unwrap(), 40 - done as u64);
+    assert_eq!(r["skipped_existing"], 0);
+    assert_same_tree(&src, &restored);
+}
+
+#[test]
+fn the_upload_limit_caps_the_rate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let src = tmp.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), noise(8 << 20, 1)).unwrap();
+    let a = device(&tmp.path().join("a"), &server.url());
+    a.signup("limit@example.org", "a");
+    let started = Instant::now();
+    let r = a.json(&[
+        "backup",
+        src.to_str().unwrap(),
+        "--upload-limit",
+        "2MiB",
+        "--json",
+    ]);
+    let took = started.elapsed();
+    // 8 MiB at 2 MiB/s cannot take less than ~3.5 s (the first part goes at once).
+    assert!(
+        took >= Duration::from_millis(3400),
+        "8 MiB went up in {took:?} under a 2 MiB/s cap"
+    );
+    assert!(r["uploaded_bytes"].as_u64().unwrap() >= 8 << 20);
+    assert_eq!(
+        a.error_code(&[
+            "backup",
+            src.to_str().unwrap(),
+            "--upload-limit",
+            "fast",
+            "--json"
+        ]),
+        "config_invalid"
+    );
+}
+
+#[test]
+fn when_the_network_never_recovers_the_error_names_the_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let src = tmp.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), noise(3 << 20, 1)).unwrap();
+    let proxy = FaultProxy::start(server.addr, Faults::default());
+    let a = device(&tmp.path().join("a"), &proxy.url());
+    a.signup("down@example.org", "a");
+    drop(proxy); // the server's address now refuses connections
+    let out = a.run_env(
+        &["backup", src.to_str().unwrap(), "--json"],
+        &[("HAVEN_RETRY_SCALE", "0.01")],
+    );
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let code = v["error"]["code"].as_str().unwrap();
+    assert!(
+        code == "server_unavailable" || code == "network_unreachable",
+        "{v}"
+    );
+    assert!(!v["error"]["fix"].as_array().unwrap().is_empty());
+
+    // A line that breaks after every few bytes never lets a request through.
+    let hopeless = FaultProxy::start(
+        server.addr,
+        Faults {
+            cut_every: Some(100),
+            ..Default::default()
+        },
+    );
+    let b = device(&tmp.path().join("b"), &server.url());
+    b.signup("hopeless@example.org", "b");
+    let mut profile: serde_json::Value =
+        serde_json::from_slice(&fs::read(b.config_dir.join("device.json")).unwrap()).unwrap();
+    profile["server"] = hopeless.url().into();
+    fs::write(
+        b.config_dir.join("device.json"),
+        serde_json::to_vec(&profile).unwrap(),
+    )
+    .unwrap();
+    let out = b.run_env(
+        &["backup", src.to_str().unwrap(), "--json"],
+        &[("HAVEN_RETRY_SCALE", "0.01")],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "network_unreachable", "{v}");
+}
