@@ -204,7 +204,10 @@ fn resolve(
 ) -> Result<SnapshotRecord> {
     if id == "latest" {
         let dev = device.unwrap_or(&profile.device);
-        return remote.snapshots(Some(dev))?.into_iter().next().ok_or_else(|| {
+        let all = remote.snapshots(Some(dev))?;
+        // The newest complete backup; a checkpoint only if nothing completed yet.
+        let pick = all.iter().find(|s| s.complete).or(all.first()).cloned();
+        return pick.ok_or_else(|| {
             ClientError::new(ErrorCode::NotFound, format!("The device {dev:?} has no backups yet."))
                 .fix("Run `haven backup` on it first, or pick another device with --device NAME (see `haven devices`).")
         });
@@ -311,8 +314,13 @@ fn list(device: Option<String>, all: bool, json: bool) -> Result<u8> {
         println!("No backups yet.");
     }
     for s in snaps {
+        let mark = if s.complete {
+            ""
+        } else {
+            "  (checkpoint of an unfinished backup)"
+        };
         println!(
-            "{}  {}  {:<16} {:>8} files  {:>10}",
+            "{}  {}  {:<16} {:>8} files  {:>10}{mark}",
             short(&s.id),
             s.time,
             s.device,

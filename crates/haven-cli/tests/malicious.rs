@@ -86,6 +86,8 @@ impl Crafter {
                 parent: None,
                 added: self.refs.clone(),
                 removed: vec![],
+                session: None,
+                checkpoint: false,
             })
             .unwrap();
         rec.id

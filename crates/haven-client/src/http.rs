@@ -39,6 +39,7 @@ pub struct HttpRemote {
     sent: AtomicU64,
     failures: AtomicU32,
     limiter: Option<RateLimiter>,
+    session: Mutex<Option<String>>,
 }
 
 enum Body {
@@ -127,6 +128,7 @@ impl HttpRemote {
             sent: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             limiter: None,
+            session: Mutex::new(None),
         })
     }
 
@@ -315,12 +317,33 @@ impl Remote for HttpRemote {
         Ok(missing)
     }
 
+    fn open_session(&self, resume: Option<&str>) -> Result<String> {
+        let r: SessionResponse = self.post(
+            "/v1/sessions",
+            &SessionRequest {
+                resume: resume.map(String::from),
+            },
+        )?;
+        if !valid_snapshot_id(&r.session) {
+            return Err(ClientError::corrupted(
+                "the server sent a malformed session id",
+            ));
+        }
+        if let Ok(mut s) = self.session.lock() {
+            *s = Some(r.session.clone());
+        }
+        Ok(r.session)
+    }
+
     fn put_pack(&self, id: PackId, pack: Vec<u8>) -> Result<()> {
         let total = pack.len();
         let mut offset = 0usize;
         loop {
             let end = (offset + UPLOAD_PART).min(total);
-            let path = format!("/v1/uploads/{id}?offset={offset}&total={total}");
+            let mut path = format!("/v1/uploads/{id}?offset={offset}&total={total}");
+            if let Some(s) = self.session.lock().ok().and_then(|s| s.clone()) {
+                path.push_str(&format!("&session={s}"));
+            }
             let part = Body::Bytes(pack[offset..end].to_vec());
             let status: UploadStatus =
                 match self.send(Method::PUT, &path, part, Duration::from_secs(60)) {

@@ -6,12 +6,14 @@
 //! says what happened and what to do.
 
 pub mod account;
+mod archiver;
 pub mod backup;
 mod cache;
 pub mod config;
 mod error;
 mod fsmeta;
 mod http;
+mod pipeline;
 pub mod profile;
 mod remote;
 pub mod restore;

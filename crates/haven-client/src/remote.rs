@@ -8,6 +8,9 @@ use crate::Result;
 pub trait Remote: Send + Sync {
     /// The subset of `ids` the server lacks.
     fn missing(&self, ids: &[BlobId]) -> Result<Vec<BlobId>>;
+    /// Opens (or, with `resume`, continues) the upload session of a backup
+    /// run; later uploads belong to it. Returns its id.
+    fn open_session(&self, resume: Option<&str>) -> Result<String>;
     /// Uploads a finished pack.
     fn put_pack(&self, id: PackId, pack: Vec<u8>) -> Result<()>;
     /// Sealed blobs in request order; `None` where the server has none (or

@@ -8,6 +8,7 @@ pub use haven_format::keys::KdfParams;
 use haven_format::{BlobId, PackId};
 
 mod error;
+pub mod fault;
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 
 /// Header carrying the client's version; a server that needs a newer client
@@ -191,6 +192,28 @@ pub struct CommitRequest {
     pub added: Vec<BlobId>,
     /// Blob ids referenced by `parent` and not now.
     pub removed: Vec<BlobId>,
+    /// The upload session of this backup run.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// A checkpoint of a running backup (incomplete). A complete snapshot
+    /// replaces the device's checkpoints.
+    #[serde(default)]
+    pub checkpoint: bool,
+}
+
+/// `POST /v1/sessions`: open an upload session for this device's backup,
+/// or keep `resume` open if it still is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRequest {
+    pub resume: Option<String>,
+}
+
+/// Answer to [`SessionRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionResponse {
+    pub session: String,
+    /// Days an inactive session and what it uploaded are kept.
+    pub retention_days: u32,
 }
 
 /// A committed backup as the server records it.
@@ -208,4 +231,6 @@ pub struct SnapshotRecord {
     pub client_version: String,
     /// Number of distinct blobs the backup references.
     pub blobs: u64,
+    /// False for a checkpoint of a backup that has not finished (yet).
+    pub complete: bool,
 }

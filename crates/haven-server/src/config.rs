@@ -25,6 +25,9 @@ pub struct Config {
     pub min_client_version: String,
     /// Days an invite stays valid.
     pub invite_days: u32,
+    /// Days an inactive upload session, and what it uploaded, is kept for
+    /// the backup to resume.
+    pub session_days: u32,
 }
 
 impl Default for Config {
@@ -37,6 +40,7 @@ impl Default for Config {
             kdf_iterations: haven_format::keys::KdfParams::DEFAULT_ITERATIONS,
             min_client_version: "0.1.0".into(),
             invite_days: 7,
+            session_days: 7,
         }
     }
 }

@@ -4,7 +4,6 @@
 pub mod api;
 pub mod config;
 pub mod error;
-pub mod fault;
 pub mod state;
 
 use std::net::SocketAddr;

@@ -84,6 +84,10 @@ pub struct NewSnapshot {
     pub client_version: String,
     pub added: Vec<BlobId>,
     pub removed: Vec<BlobId>,
+    /// False for a checkpoint of a running backup.
+    pub complete: bool,
+    /// The upload session of the run.
+    pub session: Option<String>,
 }
 
 /// A committed snapshot.
@@ -99,6 +103,7 @@ pub struct SnapshotRow {
     pub parent: Option<String>,
     pub client_version: String,
     pub blobs: u64,
+    pub complete: bool,
 }
 
 /// Why an invite could not be redeemed.
@@ -163,6 +168,16 @@ pub trait MetaStore: Send + Sync + 'static {
         account_id: i64,
         ids: &[BlobId],
     ) -> Result<Vec<BlobId>, StoreError>;
+    /// Opens an upload session for a device, or keeps `resume` open if it
+    /// is an open session of that device. Returns the session id.
+    async fn session_open(
+        &self,
+        account_id: i64,
+        device_id: i64,
+        resume: Option<&str>,
+    ) -> Result<String, StoreError>;
+    /// Marks a session active now (it expires `session_days` after its last activity).
+    async fn session_touch(&self, account_id: i64, session: &str) -> Result<bool, StoreError>;
     /// Indexes a stored pack's blobs; blobs already indexed keep their
     /// first location. Returns how many were already indexed.
     async fn pack_insert(
@@ -172,6 +187,7 @@ pub trait MetaStore: Send + Sync + 'static {
         object_key: &str,
         size: u64,
         blobs: &[PackBlob],
+        session: Option<&str>,
     ) -> Result<u32, StoreError>;
     /// True if the account has indexed this pack.
     async fn pack_exists(&self, account_id: i64, pack: PackId) -> Result<bool, StoreError>;

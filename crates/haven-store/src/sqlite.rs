@@ -15,7 +15,10 @@ use sqlx::{Row, SqlitePool};
 use crate::meta::*;
 use crate::{StoreError, now_secs};
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_sessions.sql"),
+];
 
 /// SQLite behind [`MetaStore`].
 #[derive(Clone, Debug)]
@@ -42,11 +45,12 @@ fn snapshot_row(r: &sqlx::sqlite::SqliteRow) -> Result<SnapshotRow, StoreError> 
         parent: r.try_get("parent")?,
         client_version: r.try_get("client_version")?,
         blobs: r.try_get::<i64, _>("blobs")? as u64,
+        complete: r.try_get("complete")?,
     })
 }
 
 const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.time, s.files, s.bytes, \
-     s.snapshot_blob, s.parent, s.client_version, s.blobs \
+     s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete \
      FROM snapshots s JOIN devices d ON d.id = s.device_id";
 
 impl SqliteMeta {
@@ -331,14 +335,16 @@ impl MetaStore for SqliteMeta {
         object_key: &str,
         size: u64,
         blobs: &[PackBlob],
+        session: Option<&str>,
     ) -> Result<u32, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query("INSERT OR IGNORE INTO packs (account_id, id, object_key, size, created) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT OR IGNORE INTO packs (account_id, id, object_key, size, created, session_id) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(account_id)
             .bind(&pack.0[..])
             .bind(object_key)
             .bind(size as i64)
             .bind(now_secs())
+            .bind(session)
             .execute(&mut *tx)
             .await?;
         let mut dup = 0;
@@ -363,6 +369,53 @@ impl MetaStore for SqliteMeta {
         }
         tx.commit().await?;
         Ok(dup)
+    }
+
+    async fn session_open(
+        &self,
+        account_id: i64,
+        device_id: i64,
+        resume: Option<&str>,
+    ) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(id) = resume {
+            let n = sqlx::query(
+                "UPDATE sessions SET last_active = ? WHERE account_id = ? AND id = ? AND device_id = ? AND closed IS NULL",
+            )
+            .bind(now_secs())
+            .bind(account_id)
+            .bind(id)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                tx.commit().await?;
+                return Ok(id.to_string());
+            }
+        }
+        let id = hex::encode(rand::random::<[u8; 16]>());
+        sqlx::query("INSERT INTO sessions (account_id, id, device_id, created, last_active) VALUES (?, ?, ?, ?, ?)")
+            .bind(account_id)
+            .bind(&id)
+            .bind(device_id)
+            .bind(now_secs())
+            .bind(now_secs())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn session_touch(&self, account_id: i64, session: &str) -> Result<bool, StoreError> {
+        let n = sqlx::query("UPDATE sessions SET last_active = ? WHERE account_id = ? AND id = ? AND closed IS NULL")
+            .bind(now_secs())
+            .bind(account_id)
+            .bind(session)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     async fn pack_exists(&self, account_id: i64, pack: PackId) -> Result<bool, StoreError> {
@@ -482,9 +535,37 @@ impl MetaStore for SqliteMeta {
         .bind(&new.id)
         .fetch_one(&mut *tx)
         .await?;
+        if new.complete {
+            // This backup supersedes the device's checkpoints (of this run
+            // or of runs that never finished), and ends its session.
+            sqlx::query(
+                "DELETE FROM snapshot_refs WHERE account_id = ? AND snapshot_id IN \
+                 (SELECT id FROM snapshots WHERE account_id = ? AND device_id = ? AND complete = 0)",
+            )
+            .bind(a)
+            .bind(a)
+            .bind(new.device_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "DELETE FROM snapshots WHERE account_id = ? AND device_id = ? AND complete = 0",
+            )
+            .bind(a)
+            .bind(new.device_id)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(session) = &new.session {
+                sqlx::query("UPDATE sessions SET closed = ? WHERE account_id = ? AND id = ?")
+                    .bind(now_secs())
+                    .bind(a)
+                    .bind(session)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         sqlx::query(
             "INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, parent, \
-             client_version, blobs, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             client_version, blobs, created, complete, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(a)
         .bind(&new.id)
@@ -497,6 +578,8 @@ impl MetaStore for SqliteMeta {
         .bind(&new.client_version)
         .bind(count)
         .bind(now_secs())
+        .bind(new.complete)
+        .bind(&new.session)
         .execute(&mut *tx)
         .await?;
         let r = sqlx::query(&format!(

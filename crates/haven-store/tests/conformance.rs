@@ -86,6 +86,8 @@ fn snap(
         client_version: "t".into(),
         added: added.iter().map(|&n| BlobId([n; 32])).collect(),
         removed: removed.iter().map(|&n| BlobId([n; 32])).collect(),
+        complete: true,
+        session: None,
     }
 }
 
@@ -169,13 +171,13 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         }])
         .collect();
     assert_eq!(
-        m.pack_insert(a, PackId([1; 32]), "packs/a/1", 1000, &blobs)
+        m.pack_insert(a, PackId([1; 32]), "packs/a/1", 1000, &blobs, None)
             .await
             .expect("pack"),
         0
     );
     assert_eq!(
-        m.pack_insert(a, PackId([2; 32]), "packs/a/2", 1000, &blobs[..2])
+        m.pack_insert(a, PackId([2; 32]), "packs/a/2", 1000, &blobs[..2], None)
             .await
             .expect("pack"),
         2

@@ -180,6 +180,7 @@ fn record(r: SnapshotRow) -> SnapshotRecord {
         parent: r.parent,
         client_version: r.client_version,
         blobs: r.blobs,
+        complete: r.complete,
     }
 }
 
@@ -217,11 +218,13 @@ pub async fn commit(
         client_version: req.client_version.chars().take(64).collect(),
         added: req.added,
         removed: req.removed,
+        complete: !req.checkpoint,
+        session: req.session,
     };
-    crate::fault::point("before-commit");
+    haven_proto::fault::point("before-commit");
     match state.meta.snapshot_commit(&new).await {
         Ok(row) => {
-            crate::fault::point("after-commit");
+            haven_proto::fault::point("after-commit");
             tracing::info!(account_id = caller.account_id, snapshot = %row.id, files = row.files, "snapshot committed");
             Ok((StatusCode::CREATED, Json(record(row))))
         }
@@ -301,4 +304,21 @@ pub async fn delete(
     } else {
         Err(ApiError::not_found("backup"))
     }
+}
+
+/// `POST /v1/sessions`.
+pub async fn open_session(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Json(req): Json<SessionRequest>,
+) -> ApiResult<Json<SessionResponse>> {
+    let resume = req.resume.filter(|r| check_snapshot_id(r).is_ok());
+    let session = state
+        .meta
+        .session_open(caller.account_id, caller.device_id, resume.as_deref())
+        .await?;
+    Ok(Json(SessionResponse {
+        session,
+        retention_days: state.config.session_days,
+    }))
 }

@@ -39,6 +39,7 @@ pub fn router(state: SharedState) -> Router {
                 .get(upload::status)
                 .layer(DefaultBodyLimit::max(haven_format::pack::MAX_PACK_SIZE)),
         )
+        .route("/v1/sessions", post(backup::open_session))
         .route("/v1/snapshots", post(backup::commit).get(backup::list))
         .route(
             "/v1/snapshots/{id}",

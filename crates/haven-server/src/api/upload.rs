@@ -66,7 +66,14 @@ async fn store_pack(
     caller: Caller,
     pack_id: PackId,
     bytes: Vec<u8>,
+    session: Option<&str>,
 ) -> ApiResult<PackStored> {
+    // An upload keeps its session alive; a session that is unknown,
+    // closed or another account's protects nothing and is ignored.
+    let session = match session {
+        Some(s) if state.meta.session_touch(caller.account_id, s).await? => Some(s),
+        _ => None,
+    };
     let (bytes, blobs) =
         tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, Vec<PackBlob>), ApiError> {
             if PackId::of(&bytes) != pack_id {
@@ -98,12 +105,12 @@ async fn store_pack(
     // that is not durably stored. A crash in between leaves an unindexed
     // object, which a retried upload replaces (and GC removes).
     state.objects.put(&key, bytes).await?;
-    crate::fault::point("after-pack-store");
+    haven_proto::fault::point("after-pack-store");
     let dup = state
         .meta
-        .pack_insert(caller.account_id, pack_id, &key, size, &blobs)
+        .pack_insert(caller.account_id, pack_id, &key, size, &blobs, session)
         .await?;
-    crate::fault::point("after-pack-index");
+    haven_proto::fault::point("after-pack-index");
     Ok(PackStored {
         pack: pack_id,
         blobs: blobs.len() as u32,
@@ -116,11 +123,12 @@ pub async fn put_pack(
     State(state): State<SharedState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<SessionQuery>,
     body: Bytes,
 ) -> ApiResult<Json<PackStored>> {
     let pack_id = parse_id(&id)?;
     Ok(Json(
-        store_pack(&state, caller, pack_id, body.to_vec()).await?,
+        store_pack(&state, caller, pack_id, body.to_vec(), q.session.as_deref()).await?,
     ))
 }
 
@@ -128,6 +136,12 @@ pub async fn put_pack(
 pub struct PartQuery {
     offset: u64,
     total: u64,
+    session: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct SessionQuery {
+    session: Option<String>,
 }
 
 fn offset_mismatch(expected: u64) -> ApiError {
@@ -195,7 +209,7 @@ pub async fn put_part(
     .await
     .map_err(|_| ApiError::storage(&haven_store::StoreError::Invalid("append crashed".into())))?
     .map_err(|e| ApiError::from(haven_store::StoreError::Io(e)))?;
-    crate::fault::point("after-part-append");
+    haven_proto::fault::point("after-part-append");
     if end < q.total {
         return Ok(Json(UploadStatus {
             offset: end,
@@ -205,7 +219,7 @@ pub async fn put_part(
     let whole = tokio::fs::read(&path)
         .await
         .map_err(|e| ApiError::from(haven_store::StoreError::Io(e)))?;
-    let result = store_pack(&state, caller, pack_id, whole).await;
+    let result = store_pack(&state, caller, pack_id, whole, q.session.as_deref()).await;
     // Stored, or not a valid pack: either way the staging file is done.
     if !matches!(&result, Err(e) if e.body.code == ErrorCode::StorageUnavailable || e.body.code == ErrorCode::ServerStorageFull)
     {

@@ -1,5 +1,5 @@
 //! Crash points for the fault tests. `HAVEN_FAULT_CRASH_AT=NAME[:N]` makes
-//! the server abort (as a kill -9 would) the N-th time (default: first) it
+//! the process (server or client) abort (as a kill -9 would) the N-th time (default: first) it
 //! reaches the point called NAME. Unset, a point costs one atomic load.
 
 use std::sync::OnceLock;
