@@ -400,6 +400,7 @@ impl<'a> Archiver<'a> {
                     None => return Ok(None),
                 },
             };
+            haven_proto::fault::point("after-file");
             self.counters.files.fetch_add(1, Ordering::Relaxed);
             self.counters.bytes.fetch_add(node.size, Ordering::Relaxed);
             self.report_progress(false);

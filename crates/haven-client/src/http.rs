@@ -366,6 +366,7 @@ impl Remote for HttpRemote {
                     }
                     Err(e) => return Err(e),
                 };
+            haven_proto::fault::point("after-upload-part");
             if status.complete {
                 return Ok(());
             }

@@ -112,6 +112,7 @@ impl Packer<'_> {
         }
         let (id, bytes, _) = std::mem::take(&mut self.pack).finish();
         self.remote.put_pack(id, bytes)?;
+        haven_proto::fault::point("after-pack-upload");
         self.pipe.uploaded.fetch_add(self.items, Ordering::SeqCst);
         self.pack = PackWriter::new();
         self.items = 0;

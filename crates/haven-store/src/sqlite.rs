@@ -535,9 +535,10 @@ impl MetaStore for SqliteMeta {
         .bind(&new.id)
         .fetch_one(&mut *tx)
         .await?;
-        if new.complete {
-            // This backup supersedes the device's checkpoints (of this run
-            // or of runs that never finished), and ends its session.
+        {
+            // A snapshot supersedes the device's earlier checkpoints (of this
+            // run or of runs that never finished): each holds everything the
+            // one before held.
             sqlx::query(
                 "DELETE FROM snapshot_refs WHERE account_id = ? AND snapshot_id IN \
                  (SELECT id FROM snapshots WHERE account_id = ? AND device_id = ? AND complete = 0)",
@@ -554,7 +555,7 @@ impl MetaStore for SqliteMeta {
             .bind(new.device_id)
             .execute(&mut *tx)
             .await?;
-            if let Some(session) = &new.session {
+            if let Some(session) = new.session.as_ref().filter(|_| new.complete) {
                 sqlx::query("UPDATE sessions SET closed = ? WHERE account_id = ? AND id = ?")
                     .bind(now_secs())
                     .bind(a)
