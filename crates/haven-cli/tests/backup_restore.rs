@@ -420,3 +420,59 @@ fn nothing_waits_for_a_password_without_a_terminal() {
     );
     login.login("np@example.org", "other");
 }
+
+#[test]
+fn a_full_disk_during_restore_stops_with_a_clear_error_and_leaves_no_half_file() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let src = tmp.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(src.join(format!("f{i}")), noise(3 << 20, i)).unwrap();
+    }
+    let dev = Device::new(
+        Path::new(BIN),
+        &tmp.path().join("dev"),
+        &server.url(),
+        "correct horse battery",
+    );
+    dev.signup("fulldisk@example.org", "d");
+    dev.json(&["backup", src.to_str().unwrap(), "--json"]);
+    let small = tmp.path().join("small");
+    fs::create_dir_all(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=7m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mounting a tmpfs failed");
+    let out = dev.run(&["restore", "--to", small.to_str().unwrap(), "--json"]);
+    let code = out.status.code();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    // Every file under its final name is complete; no temp file is left.
+    let restored = small.join(src.strip_prefix("/").unwrap());
+    let mut complete = 0;
+    for e in fs::read_dir(&restored).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with('.'), "a temp file was left: {name}");
+        assert_eq!(
+            fs::read(e.path()).unwrap(),
+            fs::read(src.join(&name)).unwrap(),
+            "{name} is complete"
+        );
+        complete += 1;
+    }
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_ne!(code, Some(0));
+    assert_eq!(v["error"]["code"], "local_io", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("full"),
+        "{v}"
+    );
+    assert!(complete >= 1 && complete < 4, "{complete} files fit");
+}

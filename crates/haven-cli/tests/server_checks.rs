@@ -135,3 +135,71 @@ fn a_fetch_answer_is_bounded_and_the_client_gets_everything_anyway() {
         "every blob arrives, over several answers"
     );
 }
+
+#[test]
+fn a_full_server_disk_fails_the_backup_clearly_and_the_next_one_completes_once_space_is_freed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let src = tmp.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..3 {
+        fs::write(src.join(format!("a{i}")), noise(2 << 20, i)).unwrap();
+    }
+    let dev = Device::new(
+        Path::new(BIN),
+        &tmp.path().join("dev"),
+        "",
+        "correct horse battery",
+    );
+    let first;
+    {
+        let server = TestServer::start_with(&data, |c| {
+            c.allow_signup = true;
+            c.max_store_bytes = Some("12 MB".into());
+        });
+        let dev = Device::new(
+            Path::new(BIN),
+            &dev.config_dir,
+            &server.url(),
+            "correct horse battery",
+        );
+        dev.signup("full@example.org", "d");
+        first = dev.json(&["backup", src.to_str().unwrap(), "--json"]);
+        for i in 0..3 {
+            fs::write(src.join(format!("b{i}")), noise(4 << 20, 10 + i)).unwrap();
+        }
+        assert_eq!(
+            dev.error_code(&["backup", src.to_str().unwrap(), "--json"]),
+            "server_storage_full"
+        );
+        // What was committed before is intact.
+        let out = tmp.path().join("out1");
+        let r = dev.json(&[
+            "restore",
+            first["id"].as_str().unwrap(),
+            "--to",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(r["files"], 3);
+        assert_eq!(r["failed"].as_array().unwrap().len(), 0);
+    }
+    // The operator frees space (here: raises the cap) and restarts the server.
+    let server = TestServer::start_with(&data, |c| {
+        c.allow_signup = true;
+        c.max_store_bytes = Some("100 MB".into());
+    });
+    let mut profile: Value =
+        serde_json::from_slice(&fs::read(dev.config_dir.join("device.json")).unwrap()).unwrap();
+    profile["server"] = server.url().into();
+    fs::write(
+        dev.config_dir.join("device.json"),
+        serde_json::to_vec(&profile).unwrap(),
+    )
+    .unwrap();
+    let b = dev.json(&["backup", src.to_str().unwrap(), "--json"]);
+    assert_eq!(b["files"], 6);
+    let out = tmp.path().join("out2");
+    dev.json(&["restore", "--to", out.to_str().unwrap(), "--json"]);
+    haven_testkit::tree::assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}

@@ -105,46 +105,13 @@ pub fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Parses a size or rate such as `8MiB`, `500 kB`, `1.5GB`, `1000`, with an
-/// optional `/s`. Units are SI (kB = 1000) or binary (KiB = 1024).
+/// Parses a size or rate such as `8MiB` (see [`haven_proto::units::parse_bytes`]).
 pub fn parse_bytes(text: &str) -> Result<u64> {
-    let t = text.trim().trim_end_matches("/s").trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "kib" => 1024.0,
-        "m" | "mb" => 1e6,
-        "mib" => 1024.0 * 1024.0,
-        "g" | "gb" => 1e9,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => f64::NAN,
-    };
-    match num.parse::<f64>() {
-        Ok(n) if mult.is_finite() && n > 0.0 => Ok((n * mult) as u64),
-        _ => Err(ClientError::new(
+    haven_proto::units::parse_bytes(text).ok_or_else(|| {
+        ClientError::new(
             ErrorCode::ConfigInvalid,
             format!("{text:?} is not a size such as 8MiB or 500kB."),
         )
-        .fix("Write a number with a unit: B, kB, KiB, MB, MiB, GB or GiB.")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_bytes("8MiB").ok(), Some(8 << 20));
-        assert_eq!(parse_bytes("500 kB/s").ok(), Some(500_000));
-        assert_eq!(parse_bytes("1.5GB").ok(), Some(1_500_000_000));
-        assert_eq!(parse_bytes("1000").ok(), Some(1000));
-        assert!(parse_bytes("fast").is_err());
-        assert!(parse_bytes("0").is_err());
-        assert!(parse_bytes("5 parsecs").is_err());
-    }
+        .fix("Write a number with a unit: B, kB, KiB, MB, MiB, GB or GiB.")
+    })
 }

@@ -28,6 +28,9 @@ pub struct Config {
     /// Days an inactive upload session, and what it uploaded, is kept for
     /// the backup to resume.
     pub session_days: u32,
+    /// Cap on the bytes the pack store may hold (e.g. "500 GB"); past it,
+    /// uploads fail as on a full disk. Unset: the disk is the limit.
+    pub max_store_bytes: Option<String>,
 }
 
 impl Default for Config {
@@ -41,6 +44,7 @@ impl Default for Config {
             min_client_version: "0.1.0".into(),
             invite_days: 7,
             session_days: 7,
+            max_store_bytes: None,
         }
     }
 }

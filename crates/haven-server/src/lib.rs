@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use haven_store::{LocalDirStore, MetaStore, SqliteMeta};
+use haven_store::{CapacityLimit, LocalDirStore, MetaStore, ObjectStore, SqliteMeta};
 use rand::RngCore;
 
 pub use config::Config;
@@ -24,8 +24,17 @@ pub async fn open_state(config: Config) -> anyhow::Result<SharedState> {
     let meta = SqliteMeta::open(&dir.join("haven.db"))
         .await
         .with_context(|| format!("cannot open the database in {}", dir.display()))?;
-    let objects = LocalDirStore::open(dir)
+    let local = LocalDirStore::open(dir)
         .with_context(|| format!("cannot open the pack store in {}", dir.display()))?;
+    let objects: Arc<dyn ObjectStore> = match &config.max_store_bytes {
+        Some(text) => {
+            let max = haven_proto::units::parse_bytes(text).with_context(|| {
+                format!("max_store_bytes = {text:?} is not a size such as \"500 GB\"")
+            })?;
+            Arc::new(CapacityLimit::new(local, max).await?)
+        }
+        None => Arc::new(local),
+    };
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);
     let stored = meta.setting_init("prelogin_secret", &secret).await?;
@@ -35,7 +44,7 @@ pub async fn open_state(config: Config) -> anyhow::Result<SharedState> {
         .context("the stored prelogin secret is damaged")?;
     Ok(Arc::new(AppState {
         meta: Arc::new(meta),
-        objects: Arc::new(objects),
+        objects,
         config,
         prelogin_secret,
         uploads: Default::default(),

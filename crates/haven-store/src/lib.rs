@@ -8,12 +8,14 @@
 //! implementation must pass.
 
 mod error;
+mod limit;
 mod local;
 pub mod meta;
 mod object;
 mod sqlite;
 
 pub use error::StoreError;
+pub use limit::CapacityLimit;
 pub use local::LocalDirStore;
 pub use meta::MetaStore;
 pub use object::{ObjectStore, check_key};

@@ -137,6 +137,27 @@ impl ObjectStore for LocalDirStore {
         .await
     }
 
+    async fn total_bytes(&self) -> Result<u64, StoreError> {
+        let root = self.objects.clone();
+        blocking(move || {
+            let mut total = 0;
+            let mut stack = vec![root];
+            while let Some(dir) = stack.pop() {
+                for e in fs::read_dir(&dir)? {
+                    let e = e?;
+                    let m = e.metadata()?;
+                    if m.is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        total += m.len();
+                    }
+                }
+            }
+            Ok(total)
+        })
+        .await
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let root = self.objects.clone();
         let prefix = prefix.to_string();

@@ -34,6 +34,8 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Keys that start with `prefix`, sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Total bytes of all objects.
+    async fn total_bytes(&self) -> Result<u64, StoreError>;
 }
 
 /// Keys are `/`-separated segments of `[a-z0-9._-]`, none of them empty,
