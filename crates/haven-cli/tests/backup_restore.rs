@@ -474,5 +474,5 @@ fn a_full_disk_during_restore_stops_with_a_clear_error_and_leaves_no_half_file()
         v["error"]["message"].as_str().unwrap().contains("full"),
         "{v}"
     );
-    assert!(complete >= 1 && complete < 4, "{complete} files fit");
+    assert!((1..4).contains(&complete), "{complete} files fit");
 }
