@@ -124,7 +124,8 @@ fn the_server_killed_anywhere_loses_nothing_acknowledged() {
     for it in 0..iterations {
         let mut blob = vec![0u8; (1 << 20) + rng.gen_range(0..(2 << 20))];
         rng.fill_bytes(&mut blob);
-        fs::write(src.join(format!("file-{it}.bin")), &blob).unwrap();
+        // New data every round; the tree stays small so rounds stay fast.
+        fs::write(src.join(format!("file-{}.bin", it % 4)), &blob).unwrap();
 
         let _ = server.kill();
         let _ = server.wait();
