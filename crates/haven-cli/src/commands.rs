@@ -20,7 +20,8 @@ pub fn wants_json(c: &Command) -> bool {
         | Command::Recover { account, .. } => account.json,
         Command::Backup { json, .. }
         | Command::Restore { json, .. }
-        | Command::Devices { json } => *json,
+        | Command::Devices { json }
+        | Command::Storage { json } => *json,
         Command::Backups {
             command: BackupsCommand::List { json, .. } | BackupsCommand::Delete { json, .. },
         } => *json,
@@ -167,6 +168,7 @@ pub fn run(command: Command) -> Result<u8> {
             paths,
             json,
         } => restore(id, to, device, overwrite, paths, json),
+        Command::Storage { json } => storage(json),
         Command::Devices { json } => {
             let (_, profile, remote) = signed_in()?;
             let devs = remote.devices()?;
@@ -412,6 +414,43 @@ fn restore(
             return Ok(3);
         }
         return Err(e);
+    }
+    Ok(0)
+}
+
+fn storage(json: bool) -> Result<u8> {
+    let (_, _, remote) = signed_in()?;
+    let u = remote.usage()?;
+    let backups = remote.snapshots(None)?;
+    if json {
+        let mut v = serde_json::to_value(&u).unwrap_or_default();
+        v["backups"] = serde_json::to_value(&backups).unwrap_or_default();
+        print_json(&v);
+        return Ok(0);
+    }
+    let quota = match (u.quota, u.free) {
+        (Some(q), Some(f)) => format!(" of {} ({} free)", human_bytes(q), human_bytes(f)),
+        _ => String::new(),
+    };
+    println!(
+        "Used: {}{quota}{}",
+        human_bytes(u.used),
+        u.plan.map(|p| format!(", plan {p}")).unwrap_or_default()
+    );
+    for d in &u.devices {
+        println!("  {:<20} {:>10}", d.device, human_bytes(d.bytes));
+    }
+    if !backups.is_empty() {
+        println!("Backups (deleting one frees at once):");
+    }
+    for s in &backups {
+        println!(
+            "  {}  {}  {:<16} frees {:>10}",
+            short(&s.id),
+            s.time,
+            s.device,
+            human_bytes(s.freed_if_deleted)
+        );
     }
     Ok(0)
 }

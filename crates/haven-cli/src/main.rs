@@ -100,6 +100,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show where the account's storage went: used, per device, and what
+    /// deleting each backup would free.
+    Storage {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the account's devices.
     Devices {
         /// Print the result as JSON.

@@ -439,6 +439,10 @@ impl Remote for HttpRemote {
         Ok(())
     }
 
+    fn usage(&self) -> Result<UsageResponse> {
+        self.get("/v1/usage")
+    }
+
     fn devices(&self) -> Result<Vec<DeviceInfo>> {
         self.get("/v1/devices")
     }

@@ -24,6 +24,8 @@ pub trait Remote: Send + Sync {
     fn snapshot(&self, id: &str) -> Result<SnapshotRecord>;
     /// Deletes a snapshot.
     fn delete_snapshot(&self, id: &str) -> Result<()>;
+    /// Where the account's storage went.
+    fn usage(&self) -> Result<haven_proto::UsageResponse>;
     /// The account's devices.
     fn devices(&self) -> Result<Vec<DeviceInfo>>;
     /// Bytes sent so far (request bodies), for reports.

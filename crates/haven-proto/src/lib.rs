@@ -234,4 +234,43 @@ pub struct SnapshotRecord {
     pub blobs: u64,
     /// False for a checkpoint of a backup that has not finished (yet).
     pub complete: bool,
+    /// Bytes deleting this backup would free at once.
+    #[serde(default)]
+    pub freed_if_deleted: u64,
+}
+
+/// `GET /v1/usage`: where the account's storage went.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageResponse {
+    /// The account's plan; `null` on a server without plans.
+    pub plan: Option<String>,
+    /// Quota in bytes; `null` means none.
+    pub quota: Option<u64>,
+    /// Stored size (after dedup and compression) of every blob a backup or
+    /// an open upload session references, each counted once.
+    pub used: u64,
+    /// `quota - used`, or `null` without a quota.
+    pub free: Option<u64>,
+    /// Bytes of the account's pack files on the server, garbage included.
+    pub stored_physical: u64,
+    /// Stored size referenced by each device's backups (shared data counts for each).
+    pub devices: Vec<DeviceUsage>,
+    /// Per device and category (filled once categories exist).
+    pub categories: Vec<CategoryUsage>,
+}
+
+/// One device's share of [`UsageResponse`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceUsage {
+    pub device: String,
+    pub bytes: u64,
+}
+
+/// One category of one device.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CategoryUsage {
+    pub device: String,
+    pub category: String,
+    pub bytes: u64,
+    pub files: u64,
 }

@@ -106,6 +106,19 @@ pub struct SnapshotRow {
     pub complete: bool,
 }
 
+/// Stored bytes of an account.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Stored size (after dedup and compression) of every blob a snapshot
+    /// or an open upload session references, each counted once.
+    pub used: u64,
+    /// Bytes of the account's pack files, garbage included.
+    pub stored_physical: u64,
+    /// Per device: stored size of the blobs its snapshots reference (a blob
+    /// shared by two devices counts for each).
+    pub devices: Vec<(String, u64)>,
+}
+
 /// Why an invite could not be redeemed.
 pub const INVITE_INVALID: &str = "invite";
 /// The email is taken.
@@ -208,6 +221,11 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Vec<SnapshotRow>, StoreError>;
     /// One snapshot.
     async fn snapshot(&self, account_id: i64, id: &str) -> Result<Option<SnapshotRow>, StoreError>;
+    /// The account's usage, consistent with the last committed transaction.
+    async fn usage(&self, account_id: i64) -> Result<Usage, StoreError>;
+    /// Bytes that deleting the snapshot would free at once: its blobs that
+    /// no other snapshot and no open upload session references.
+    async fn freed_if_deleted(&self, account_id: i64, id: &str) -> Result<u64, StoreError>;
     /// Deletes a snapshot record and its references; `false` if absent.
     async fn snapshot_delete(&self, account_id: i64, id: &str) -> Result<bool, StoreError>;
 }

@@ -18,6 +18,7 @@ use crate::{StoreError, now_secs};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_sessions.sql"),
+    include_str!("../migrations/sqlite/0003_usage.sql"),
 ];
 
 /// SQLite behind [`MetaStore`].
@@ -48,6 +49,10 @@ fn snapshot_row(r: &sqlx::sqlite::SqliteRow) -> Result<SnapshotRow, StoreError> 
         complete: r.try_get("complete")?,
     })
 }
+
+/// Packs of the account (`?1`) uploaded under a session that is still open.
+const OPEN_SESSION_PACKS: &str = "SELECT p.id FROM packs p JOIN sessions s ON s.account_id = p.account_id \
+     AND s.id = p.session_id WHERE p.account_id = ?1 AND s.closed IS NULL";
 
 const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.time, s.files, s.bytes, \
      s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete \
@@ -621,6 +626,65 @@ impl MetaStore for SqliteMeta {
         .fetch_optional(&self.pool)
         .await?;
         r.as_ref().map(snapshot_row).transpose()
+    }
+
+    async fn usage(&self, account_id: i64) -> Result<Usage, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let used: i64 = sqlx::query_scalar(&format!(
+            "SELECT COALESCE(SUM(b.length), 0) FROM blobs b WHERE b.account_id = ?1 AND (\
+             EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.account_id = b.account_id AND r.blob_id = b.id) \
+             OR b.pack_id IN ({OPEN_SESSION_PACKS}))"
+        ))
+        .bind(account_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let physical: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM packs WHERE account_id = ?")
+                .bind(account_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let rows = sqlx::query(
+            "SELECT d.name AS name, COALESCE(SUM(b.length), 0) AS bytes FROM devices d \
+             LEFT JOIN (SELECT DISTINCT s.device_id AS device_id, r.blob_id AS blob_id FROM snapshot_refs r \
+                        JOIN snapshots s ON s.account_id = r.account_id AND s.id = r.snapshot_id \
+                        WHERE r.account_id = ?1) u ON u.device_id = d.id \
+             LEFT JOIN blobs b ON b.account_id = ?1 AND b.id = u.blob_id \
+             WHERE d.account_id = ?1 GROUP BY d.id ORDER BY d.name",
+        )
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let devices = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("name")?,
+                    r.try_get::<i64, _>("bytes")? as u64,
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        tx.commit().await?;
+        Ok(Usage {
+            used: used as u64,
+            stored_physical: physical as u64,
+            devices,
+        })
+    }
+
+    async fn freed_if_deleted(&self, account_id: i64, id: &str) -> Result<u64, StoreError> {
+        let freed: i64 = sqlx::query_scalar(&format!(
+            "SELECT COALESCE(SUM(b.length), 0) FROM snapshot_refs r \
+             JOIN blobs b ON b.account_id = r.account_id AND b.id = r.blob_id \
+             WHERE r.account_id = ?1 AND r.snapshot_id = ?2 \
+             AND NOT EXISTS (SELECT 1 FROM snapshot_refs o WHERE o.account_id = r.account_id \
+                             AND o.blob_id = r.blob_id AND o.snapshot_id <> r.snapshot_id) \
+             AND b.pack_id NOT IN ({OPEN_SESSION_PACKS})"
+        ))
+        .bind(account_id)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(freed as u64)
     }
 
     async fn snapshot_delete(&self, account_id: i64, id: &str) -> Result<bool, StoreError> {

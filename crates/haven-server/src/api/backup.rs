@@ -181,6 +181,7 @@ fn record(r: SnapshotRow) -> SnapshotRecord {
         client_version: r.client_version,
         blobs: r.blobs,
         complete: r.complete,
+        freed_if_deleted: 0,
     }
 }
 
@@ -275,7 +276,11 @@ pub async fn list(
         },
     };
     let rows = state.meta.snapshots(caller.account_id, device_id).await?;
-    Ok(Json(rows.into_iter().map(record).collect()))
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(with_freed(&state, caller.account_id, r).await?);
+    }
+    Ok(Json(out))
 }
 
 /// `GET /v1/snapshots/{id}`.
@@ -286,7 +291,7 @@ pub async fn get(
 ) -> ApiResult<Json<SnapshotRecord>> {
     check_snapshot_id(&id)?;
     match state.meta.snapshot(caller.account_id, &id).await? {
-        Some(r) => Ok(Json(record(r))),
+        Some(r) => Ok(Json(with_freed(&state, caller.account_id, r).await?)),
         None => Err(ApiError::not_found("backup")),
     }
 }
@@ -320,5 +325,37 @@ pub async fn open_session(
     Ok(Json(SessionResponse {
         session,
         retention_days: state.config.session_days,
+    }))
+}
+
+async fn with_freed(
+    state: &SharedState,
+    account_id: i64,
+    row: SnapshotRow,
+) -> ApiResult<SnapshotRecord> {
+    let freed = state.meta.freed_if_deleted(account_id, &row.id).await?;
+    let mut rec = record(row);
+    rec.freed_if_deleted = freed;
+    Ok(rec)
+}
+
+/// `GET /v1/usage`.
+pub async fn usage(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<Json<UsageResponse>> {
+    let u = state.meta.usage(caller.account_id).await?;
+    Ok(Json(UsageResponse {
+        plan: None,
+        quota: None,
+        used: u.used,
+        free: None,
+        stored_physical: u.stored_physical,
+        devices: u
+            .devices
+            .into_iter()
+            .map(|(device, bytes)| DeviceUsage { device, bytes })
+            .collect(),
+        categories: Vec::new(),
     }))
 }

@@ -40,6 +40,7 @@ pub fn router(state: SharedState) -> Router {
                 .layer(DefaultBodyLimit::max(haven_format::pack::MAX_PACK_SIZE)),
         )
         .route("/v1/sessions", post(backup::open_session))
+        .route("/v1/usage", get(backup::usage))
         .route("/v1/snapshots", post(backup::commit).get(backup::list))
         .route(
             "/v1/snapshots/{id}",
