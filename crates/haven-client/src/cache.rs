@@ -72,7 +72,7 @@ impl Cache {
     }
 
     fn refs_path(&self, snapshot: &str) -> Option<PathBuf> {
-        crate::http::valid_snapshot_id(snapshot).then(|| self.dir.join("refs").join(snapshot))
+        haven_proto::is_valid_id(snapshot).then(|| self.dir.join("refs").join(snapshot))
     }
 
     /// The sorted referenced-blob set recorded for `snapshot`, if cached.

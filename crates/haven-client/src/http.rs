@@ -324,7 +324,7 @@ impl Remote for HttpRemote {
                 resume: resume.map(String::from),
             },
         )?;
-        if !valid_snapshot_id(&r.session) {
+        if !is_valid_id(&r.session) {
             return Err(ClientError::corrupted(
                 "the server sent a malformed session id",
             ));
@@ -452,17 +452,9 @@ impl Remote for HttpRemote {
     }
 }
 
-/// True for a well-formed snapshot id (32 lower-case hex characters).
-pub fn valid_snapshot_id(id: &str) -> bool {
-    id.len() == 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
 /// Snapshot ids end up in local paths (caches): never trust the server's.
 fn checked(r: SnapshotRecord) -> Result<SnapshotRecord> {
-    if valid_snapshot_id(&r.id) && r.parent.as_deref().is_none_or(valid_snapshot_id) {
+    if is_valid_id(&r.id) && r.parent.as_deref().is_none_or(is_valid_id) {
         Ok(r)
     } else {
         Err(ClientError::corrupted(format!(

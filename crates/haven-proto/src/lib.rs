@@ -16,6 +16,16 @@ pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 /// answers `client_too_old`.
 pub const CLIENT_VERSION_HEADER: &str = "haven-client-version";
 
+/// True for a well-formed snapshot or session id: 32 lower-case hex
+/// characters. Both sides check it: the server before a lookup, the client
+/// before an id from the server goes into a local path.
+pub fn is_valid_id(id: &str) -> bool {
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Most ids a client may put in one `missing` or `fetch` request.
 pub const MAX_IDS_PER_REQUEST: usize = 10_000;
 

@@ -186,14 +186,11 @@ fn record(r: SnapshotRow) -> SnapshotRecord {
 }
 
 fn check_snapshot_id(id: &str) -> ApiResult<()> {
-    if id.len() != 32
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
-        return Err(ApiError::not_found("backup"));
+    if is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("backup"))
     }
-    Ok(())
 }
 
 /// `POST /v1/snapshots`.
