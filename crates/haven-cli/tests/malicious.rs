@@ -136,15 +136,7 @@ fn symlink(name: &[u8], target: &Path) -> Node {
 }
 
 fn setup() -> (tempfile::TempDir, TestServer, Device, PathBuf) {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
-    dev.signup("evil@example.org", "d");
+    let (tmp, server, dev) = haven_testkit::signed_up(Path::new(BIN), "evil@example.org");
     let outside = tmp.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
     (tmp, server, dev, outside)

@@ -16,16 +16,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_haven");
 
 fn setup() -> (tempfile::TempDir, TestServer, Device) {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
-    dev.signup("checks@example.org", "d");
-    (tmp, server, dev)
+    haven_testkit::signed_up(Path::new(BIN), "checks@example.org")
 }
 
 fn put(server: &TestServer, token: &str, id: &str, body: Vec<u8>) -> (u16, Value) {

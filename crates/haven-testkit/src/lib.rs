@@ -218,6 +218,22 @@ impl Device {
     }
 }
 
+/// A temp directory holding a running server (`server/`) and one device
+/// (`dev/`, device name `d`) signed up as `email` with the password
+/// "correct horse battery": the setup most end-to-end tests start from.
+pub fn signed_up(bin: &Path, email: &str) -> (tempfile::TempDir, TestServer, Device) {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let dev = Device::new(
+        bin,
+        &tmp.path().join("dev"),
+        &server.url(),
+        "correct horse battery",
+    );
+    dev.signup(email, "d");
+    (tmp, server, dev)
+}
+
 /// The `haven` binary next to the test executable (cargo builds it for the
 /// integration tests of the crate that defines it).
 pub fn haven_bin(env_path: &str) -> PathBuf {
