@@ -21,7 +21,10 @@ pub fn wants_json(c: &Command) -> bool {
         Command::Backup { json, .. }
         | Command::Restore { json, .. }
         | Command::Devices { json }
-        | Command::Storage { json } => *json,
+        | Command::Storage { json }
+        | Command::Categories { json, .. }
+        | Command::Plan { json, .. }
+        | Command::Status { json } => *json,
         Command::Backups {
             command: BackupsCommand::List { json, .. } | BackupsCommand::Delete { json, .. },
         } => *json,
@@ -38,7 +41,7 @@ fn device_name(given: Option<String>) -> String {
     })
 }
 
-fn signed_in() -> Result<(ConfigDir, Profile, HttpRemote)> {
+pub fn signed_in() -> Result<(ConfigDir, Profile, HttpRemote)> {
     let dir = ConfigDir::from_env()?;
     let profile = dir.profile()?;
     let remote = profile.remote()?;
@@ -130,8 +133,16 @@ pub fn run(command: Command) -> Result<u8> {
             paths,
             exclude,
             upload_limit,
+            no_partial,
             json,
-        } => backup(paths, exclude, upload_limit, json),
+        } => backup(paths, exclude, upload_limit, no_partial, json),
+        Command::Categories {
+            command,
+            device,
+            json,
+        } => crate::status::categories(command, device, json),
+        Command::Plan { command, json } => crate::status::plan(command, json),
+        Command::Status { json } => crate::status::status(json),
         Command::Backups {
             command: BackupsCommand::List { device, all, json },
         } => list(device, all, json),
@@ -193,7 +204,7 @@ pub fn run(command: Command) -> Result<u8> {
     }
 }
 
-fn short(id: &str) -> &str {
+pub fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
 }
 
@@ -236,6 +247,7 @@ fn backup(
     paths: Vec<std::path::PathBuf>,
     exclude: Vec<String>,
     upload_limit: Option<String>,
+    no_partial: bool,
     json: bool,
 ) -> Result<u8> {
     let (dir, profile, remote) = signed_in()?;
@@ -257,6 +269,9 @@ fn backup(
         exclude: all_excludes,
         exclude_caches: config.exclude_caches,
         compression_level: config.compression_level,
+        categories: haven_client::categories::merged_rules(&config.categories),
+        priority: config.category_priority.clone(),
+        partial: config.partial && !no_partial,
     };
     let pb = progress_bar(json);
     let on_progress = |p: &Progress| {
@@ -286,8 +301,9 @@ fn backup(
         for w in &r.warnings {
             eprintln!("warning: {w}");
         }
+        let what = if r.partial { "saved partially" } else { "done" };
         println!(
-            "Backup {} of {:?} done: {} files, {} ({} files read, {} sent) in {:.1} s.",
+            "Backup {} of {:?} {what}: {} files, {} ({} files read, {} sent) in {:.1} s.",
             short(&r.id),
             r.device,
             r.files,
@@ -296,8 +312,37 @@ fn backup(
             human_bytes(r.uploaded_bytes),
             r.duration_secs
         );
+        if r.partial {
+            let left: Vec<String> = r
+                .skipped_categories
+                .iter()
+                .map(|c| format!("{} ({})", c.name, human_bytes(c.bytes)))
+                .collect();
+            println!(
+                "Not enough storage for everything: {} needed, {} free. Left out (their previous backup is kept): {}.",
+                human_bytes(r.needed.unwrap_or(0)),
+                human_bytes(r.available.unwrap_or(0)),
+                left.join(", ")
+            );
+            for f in &r.fix {
+                println!("  what to do: {f}");
+            }
+        }
+        if !r.disabled_categories.is_empty() {
+            println!(
+                "Switched off on this device: {}.",
+                r.disabled_categories.join(", ")
+            );
+        }
+        if !r.pruned.is_empty() {
+            println!(
+                "{} older backups were removed by the retention policy.",
+                r.pruned.len()
+            );
+        }
     }
-    Ok(0)
+    // Scripts tell a partial backup from a complete one by the exit code.
+    Ok(if r.partial { 3 } else { 0 })
 }
 
 fn list(device: Option<String>, all: bool, json: bool) -> Result<u8> {
@@ -422,9 +467,16 @@ fn storage(json: bool) -> Result<u8> {
     let (_, _, remote) = signed_in()?;
     let u = remote.usage()?;
     let backups = remote.snapshots(None)?;
+    let next = remote.categories(None)?;
     if json {
         let mut v = serde_json::to_value(&u).unwrap_or_default();
         v["backups"] = serde_json::to_value(&backups).unwrap_or_default();
+        v["next_backup_bytes"] = next
+            .iter()
+            .filter(|c| c.enabled)
+            .map(|c| c.new_bytes)
+            .sum::<u64>()
+            .into();
         print_json(&v);
         return Ok(0);
     }
@@ -435,11 +487,15 @@ fn storage(json: bool) -> Result<u8> {
     println!(
         "Used: {}{quota}{}",
         human_bytes(u.used),
-        u.plan.map(|p| format!(", plan {p}")).unwrap_or_default()
+        u.plan
+            .as_ref()
+            .map(|p| format!(", plan {p}"))
+            .unwrap_or_default()
     );
     for d in &u.devices {
         println!("  {:<20} {:>10}", d.device, human_bytes(d.bytes));
     }
+    crate::status::storage_categories(&remote, &u);
     if !backups.is_empty() {
         println!("Backups (deleting one frees at once):");
     }

@@ -2,6 +2,7 @@
 
 mod commands;
 mod output;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +72,10 @@ pub enum Command {
         /// Cap the upload rate, e.g. 8MiB (per second).
         #[arg(long)]
         upload_limit: Option<String>,
+        /// When storage is short, upload nothing instead of the categories
+        /// that fit.
+        #[arg(long)]
+        no_partial: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -107,12 +112,55 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show or switch the categories backed up from this device.
+    Categories {
+        #[command(subcommand)]
+        command: Option<CategoriesCommand>,
+        /// Another device's categories.
+        #[arg(long, global = true)]
+        device: Option<String>,
+        /// Print the result as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Show the server's plans or move to one.
+    Plan {
+        #[command(subcommand)]
+        command: Option<PlanCommand>,
+        /// Print the result as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Show this device's last backup, last failure and next backup.
+    Status {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the account's devices.
     Devices {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+pub enum CategoriesCommand {
+    /// List categories with their size and whether they are backed up.
+    List,
+    /// Back up this category again.
+    On { name: String },
+    /// Stop backing up this category (existing backups keep it).
+    Off { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum PlanCommand {
+    /// List the plans.
+    List,
+    /// Move to a plan.
+    Set { name: String },
 }
 
 #[derive(Subcommand)]

@@ -7,21 +7,7 @@ use haven_client::ClientError;
 use haven_proto::{ErrorCode, ErrorEnvelope};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// `1.5 MB` style sizes (SI units, as file managers show them).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use haven_client::human_bytes;
 
 /// Prints an error and returns the process exit code.
 pub fn print_error(e: &ClientError, json: bool) -> u8 {

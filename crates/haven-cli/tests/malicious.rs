@@ -88,6 +88,8 @@ impl Crafter {
                 removed: vec![],
                 session: None,
                 checkpoint: false,
+                partial: false,
+                categories: vec![],
             })
             .unwrap();
         rec.id

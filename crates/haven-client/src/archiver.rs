@@ -29,9 +29,11 @@ use serde_bytes::ByteBuf;
 
 use crate::backup::{Committer, Counters, Progress};
 use crate::cache::Cache;
+use crate::categories::Categorizer;
 use crate::fsmeta;
 use crate::pipeline::{Item, Pipe};
 use crate::selection::{Excluder, PathTree, is_cache_dir};
+use crate::space::Filter;
 use crate::{ClientError, Remote, Result};
 
 /// Pending "missing?" queries are sent when this many blobs…
@@ -92,6 +94,10 @@ pub struct Archiver<'a> {
     pub dirs: u64,
     pub files_read: u64,
     pub warnings: Vec<String>,
+    /// Categories and what to do with each (none: every file is backed up).
+    pub categories: Option<(&'a Categorizer, Vec<Filter>)>,
+    /// Files and bytes backed up per category.
+    pub stats: Vec<(u64, u64)>,
     frames: Vec<Frame>,
 }
 
@@ -134,6 +140,8 @@ impl<'a> Archiver<'a> {
             dirs: 0,
             files_read: 0,
             warnings,
+            categories: None,
+            stats: Vec::new(),
             frames: Vec::new(),
         }
     }
@@ -385,7 +393,29 @@ impl<'a> Archiver<'a> {
                 }
             }
         } else if ft.is_file() {
+            let mut category = None;
+            let mut keep_old = false;
+            if let Some((c, filter)) = &self.categories {
+                let i = c.category(path);
+                match filter[i] {
+                    Filter::Include => {}
+                    Filter::Disabled => return Ok(None),
+                    // No room for its new content: the previous backup's copy stays.
+                    Filter::Skipped => match old {
+                        Some(o) if o.kind == NodeKind::File => keep_old = true,
+                        _ => return Ok(None),
+                    },
+                }
+                category = Some(i);
+            }
             let node = match old {
+                Some(o) if keep_old => {
+                    for c in &o.content {
+                        self.refs.insert(c.0);
+                        self.seen.insert(c.0);
+                    }
+                    o.clone()
+                }
                 Some(o) if fsmeta::unchanged(o, meta) => {
                     for c in &o.content {
                         self.refs.insert(c.0);
@@ -401,6 +431,13 @@ impl<'a> Archiver<'a> {
                 },
             };
             haven_proto::fault::point("after-file");
+            if let Some(i) = category {
+                if self.stats.len() <= i {
+                    self.stats.resize(i + 1, (0, 0));
+                }
+                self.stats[i].0 += 1;
+                self.stats[i].1 += node.size;
+            }
             self.counters.files.fetch_add(1, Ordering::Relaxed);
             self.counters.bytes.fetch_add(node.size, Ordering::Relaxed);
             self.report_progress(false);

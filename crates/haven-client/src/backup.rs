@@ -15,7 +15,7 @@
 //! (kept in the state directory, so a run that was killed resumes it), and
 //! commits checkpoints every 10 minutes or 2 GiB uploaded.
 
-use std::ffi::OsStr;
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -29,15 +29,18 @@ use haven_format::blob::{self, BlobKind};
 use haven_format::keys::Keys;
 use haven_format::snapshot::Snapshot;
 use haven_format::tree::Timestamp;
-use haven_proto::{CommitRequest, ErrorCode, SnapshotRecord};
+use haven_proto::{CategoryStat, CommitRequest, ErrorCode, SessionResponse, SnapshotRecord};
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
 use crate::archiver::Archiver;
 use crate::cache::{Cache, diff_sorted};
+use crate::categories::{Categorizer, CategoryRule};
 use crate::pipeline::{Item, Pipe, packer, seal_worker};
 use crate::profile::{ConfigDir, Profile};
-use crate::selection::{Excluder, PathTree, is_cache_dir};
+use crate::scan::Scanner;
+use crate::selection::{Excluder, PathTree};
+use crate::space::{self, Filter};
 use crate::{ClientError, Remote, Result, VERSION};
 
 /// What to back up.
@@ -51,6 +54,27 @@ pub struct BackupOptions {
     pub exclude_caches: bool,
     /// zstd level.
     pub compression_level: i32,
+    /// Category rules (see [`crate::categories::merged_rules`]).
+    pub categories: Vec<CategoryRule>,
+    /// Category order when storage is short.
+    pub priority: Vec<String>,
+    /// When storage is short, back up what fits (else nothing).
+    pub partial: bool,
+}
+
+impl BackupOptions {
+    /// `paths` with the defaults of an empty config.
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        BackupOptions {
+            paths,
+            exclude: Vec::new(),
+            exclude_caches: true,
+            compression_level: 3,
+            categories: crate::categories::default_rules(),
+            priority: crate::categories::default_priority(),
+            partial: true,
+        }
+    }
 }
 
 /// Live figures for a progress display.
@@ -84,6 +108,29 @@ pub struct BackupReport {
     pub parent: Option<String>,
     pub duration_secs: f64,
     pub warnings: Vec<String>,
+    /// Categories were left out because the storage was short.
+    pub partial: bool,
+    /// Those categories, with what each needed.
+    pub skipped_categories: Vec<SkippedCategory>,
+    /// Categories switched off for this device.
+    pub disabled_categories: Vec<String>,
+    /// With a quota: what the whole backup needed at most, and what was free.
+    pub needed: Option<u64>,
+    pub available: Option<u64>,
+    /// For a partial backup: ways to make room, biggest effect first.
+    pub fix: Vec<String>,
+    /// What the backup holds per category.
+    pub categories: Vec<CategoryStat>,
+    /// Older backups the retention policy removed after this one.
+    pub pruned: Vec<String>,
+}
+
+/// A category a partial backup left out.
+#[derive(Clone, Debug, Serialize)]
+pub struct SkippedCategory {
+    pub name: String,
+    /// What backing it up needed at most.
+    pub bytes: u64,
 }
 
 /// Shared counters of a run.
@@ -108,6 +155,10 @@ pub struct Committer<'a> {
     parent: Option<String>,
     session: Option<String>,
     base: Option<(String, Vec<BlobId>)>,
+    /// Marks the commits of a partial backup.
+    pub partial: bool,
+    /// Per-category figures for the final commit.
+    pub categories: Vec<CategoryStat>,
 }
 
 impl Committer<'_> {
@@ -162,6 +213,12 @@ impl Committer<'_> {
             removed: Vec::new(),
             session: self.session.clone(),
             checkpoint,
+            partial: self.partial,
+            categories: if checkpoint {
+                Vec::new()
+            } else {
+                self.categories.clone()
+            },
         };
         if let Some((base, old)) = &self.base {
             let (added, removed) = diff_sorted(old, refs);
@@ -192,8 +249,31 @@ fn session_file(dir: &ConfigDir) -> PathBuf {
 }
 
 /// Backs up `opts.paths` as this device. One backup per device runs at a
-/// time (a lock in the state directory).
+/// time (a lock in the state directory). The attempt, whatever its
+/// outcome, goes to the device's history on the server.
 pub fn backup(
+    dir: &ConfigDir,
+    profile: &Profile,
+    remote: &dyn Remote,
+    opts: &BackupOptions,
+    progress: &dyn Fn(&Progress),
+) -> Result<BackupReport> {
+    let started = SystemTime::now();
+    let result = backup_locked(dir, profile, remote, opts, progress);
+    crate::history::record(dir, remote, started, &result);
+    result
+}
+
+/// The time a backup is recorded as taken: now, or `HAVEN_BACKUP_TIME`
+/// (RFC 3339), which tests use to build a history.
+fn start_time() -> SystemTime {
+    std::env::var("HAVEN_BACKUP_TIME")
+        .ok()
+        .and_then(|t| humantime::parse_rfc3339(&t).ok())
+        .unwrap_or_else(SystemTime::now)
+}
+
+fn backup_locked(
     dir: &ConfigDir,
     profile: &Profile,
     remote: &dyn Remote,
@@ -219,32 +299,32 @@ pub fn backup(
     let resume = fs::read_to_string(session_file(dir))
         .ok()
         .map(|s| s.trim().to_string());
-    let session = remote.open_session(resume.as_deref())?;
-    crate::profile::write_private(&session_file(dir), session.as_bytes())?;
+    let session = remote.open_session(resume.as_deref(), None)?;
+    crate::profile::write_private(&session_file(dir), session.session.as_bytes())?;
+    let categorizer = Categorizer::new(&opts.categories, crate::config::home())?;
     // The newest snapshot of the device, checkpoints included: a resumed
     // run does not read again what its checkpoint holds.
     let parent = remote.snapshots(Some(&profile.device))?.into_iter().next();
-    let result = match run(
+    let ctx = RunContext {
         profile,
         remote,
-        &keys,
-        &cache,
-        &excluder,
-        &paths,
-        parent.as_ref(),
-        &session,
+        keys: &keys,
+        cache: &cache,
+        excluder: &excluder,
+        categorizer: &categorizer,
+        paths: &paths,
+        session: &session,
         opts,
         progress,
-    ) {
+    };
+    let result = match run(&ctx, parent.as_ref()) {
         Err(e) if e.code() == ErrorCode::BlobsMissing && parent.is_some() => {
             // The server lost blobs the previous backup referenced: read
             // everything again so that this backup re-uploads them.
             tracing::warn!(
                 "the server is missing data of the previous backup; reading every file again"
             );
-            run(
-                profile, remote, &keys, &cache, &excluder, &paths, None, &session, opts, progress,
-            )
+            run(&ctx, None)
         }
         other => other,
     };
@@ -254,19 +334,33 @@ pub fn backup(
     result
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run(
-    profile: &Profile,
-    remote: &dyn Remote,
-    keys: &Keys,
-    cache: &Cache,
-    excluder: &Excluder,
-    paths: &[PathBuf],
-    parent: Option<&SnapshotRecord>,
-    session: &str,
-    opts: &BackupOptions,
-    progress: &dyn Fn(&Progress),
-) -> Result<BackupReport> {
+/// What a run works with.
+struct RunContext<'a> {
+    profile: &'a Profile,
+    remote: &'a dyn Remote,
+    keys: &'a Keys,
+    cache: &'a Cache,
+    excluder: &'a Excluder,
+    categorizer: &'a Categorizer,
+    paths: &'a [PathBuf],
+    session: &'a SessionResponse,
+    opts: &'a BackupOptions,
+    progress: &'a dyn Fn(&Progress),
+}
+
+fn run(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupReport> {
+    let RunContext {
+        profile,
+        remote,
+        keys,
+        cache,
+        excluder,
+        categorizer,
+        paths,
+        session,
+        opts,
+        progress,
+    } = *ctx;
     let started = Instant::now();
     let sel = PathTree::new(paths);
     let mut warnings = Vec::new();
@@ -282,6 +376,51 @@ fn run(
         }
         None => None,
     };
+
+    // Plan before uploading anything: what is new per category, what is
+    // switched off, what fits in the quota.
+    let mut scanner = Scanner::new(keys, remote, cache, excluder, categorizer);
+    scanner.virtual_dir(Path::new("/"), &sel, parent_root.as_ref());
+    let scan = scanner.scan;
+    let switches = remote.report_scan(&scan.report(categorizer))?;
+    let disabled: HashSet<String> = switches
+        .iter()
+        .filter(|c| !c.enabled)
+        .map(|c| c.name.clone())
+        .collect();
+    let plan = space::plan(
+        &scan,
+        categorizer,
+        &disabled,
+        &opts.priority,
+        session.available,
+    );
+    let skipped = plan.skipped(categorizer, &scan);
+    let available = session.available.unwrap_or(u64::MAX);
+    if !skipped.is_empty() && (!opts.partial || available < scan.metadata_need()) {
+        let fixes = space::fixes(remote, categorizer, &scan, &plan, session.quota);
+        return Err(space::quota_error(plan.needed, available, fixes));
+    }
+    if session.quota.is_some() {
+        // Another device may have taken the space since the session opened.
+        if let Err(e) = remote.open_session(Some(&session.session), Some(plan.reserve)) {
+            if e.code() == ErrorCode::QuotaExceeded {
+                let fixes = space::fixes(remote, categorizer, &scan, &plan, session.quota);
+                return Err(space::quota_error(
+                    plan.reserve,
+                    e.body().available.unwrap_or(0),
+                    fixes,
+                ));
+            }
+            return Err(e);
+        }
+    }
+    let fix = if skipped.is_empty() {
+        Vec::new()
+    } else {
+        space::fixes(remote, categorizer, &scan, &plan, session.quota)
+    };
+
     let committer = Committer {
         remote,
         cache,
@@ -290,12 +429,21 @@ fn run(
             .iter()
             .map(|p| ByteBuf::from(p.as_os_str().as_bytes().to_vec()))
             .collect(),
-        start: SystemTime::now(),
+        start: start_time(),
         parent: parent.map(|p| p.id.clone()),
-        session: Some(session.to_string()),
+        session: Some(session.session.clone()),
         base: parent.and_then(|p| cache.refs(&p.id).map(|r| (p.id.clone(), r))),
+        partial: !skipped.is_empty(),
+        categories: Vec::new(),
     };
     let counters = Counters::default();
+    for (t, f) in scan.categories.iter().zip(&plan.filter) {
+        if *f == Filter::Include {
+            counters.total_files.fetch_add(t.files, Ordering::Relaxed);
+            counters.total_bytes.fetch_add(t.bytes, Ordering::Relaxed);
+        }
+    }
+    counters.scan_done.store(true, Ordering::Relaxed);
     let pipe = Pipe::default();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -304,10 +452,6 @@ fn run(
     let (sealed_tx, sealed_rx) = bounded::<Item>(workers * 4);
 
     let outcome = std::thread::scope(|s| {
-        s.spawn(|| {
-            scan(Path::new("/"), Some(&sel), excluder, &counters);
-            counters.scan_done.store(true, Ordering::Relaxed);
-        });
         for _ in 0..workers {
             let (rx, tx, pipe) = (work_rx.clone(), sealed_tx.clone(), &pipe);
             s.spawn(move || seal_worker(keys, opts.compression_level, rx, tx, pipe));
@@ -319,6 +463,7 @@ fn run(
         let mut a = Archiver::new(
             keys, remote, cache, excluder, &counters, progress, &pipe, work_tx, committer, warnings,
         );
+        a.categories = Some((categorizer, plan.filter.clone()));
         let walked = (|| -> Result<BlobId> {
             let root = a.virtual_dir(Path::new("/"), &sel, parent_root, None)?;
             let files = counters.files.load(Ordering::Relaxed);
@@ -346,6 +491,18 @@ fn run(
     refs.sort_unstable();
     let files = counters.files.load(Ordering::Relaxed);
     let bytes = counters.bytes.load(Ordering::Relaxed);
+    let categories: Vec<CategoryStat> = categorizer
+        .names()
+        .iter()
+        .zip(a.stats.iter().chain(std::iter::repeat(&(0, 0))))
+        .filter(|(_, (files, _))| *files > 0)
+        .map(|(name, (files, bytes))| CategoryStat {
+            name: name.clone(),
+            files: *files,
+            bytes: *bytes,
+        })
+        .collect();
+    a.committer.categories = categories.clone();
     let record = a
         .committer
         .commit(snapshot_blob, &refs, files, bytes, false)?;
@@ -362,39 +519,23 @@ fn run(
         parent: parent.map(|p| p.id.clone()),
         duration_secs: started.elapsed().as_secs_f64(),
         warnings: std::mem::take(&mut a.warnings),
+        partial: !skipped.is_empty(),
+        skipped_categories: skipped
+            .into_iter()
+            .map(|(name, bytes)| SkippedCategory { name, bytes })
+            .collect(),
+        disabled_categories: categorizer
+            .names()
+            .iter()
+            .filter(|n| disabled.contains(*n))
+            .cloned()
+            .collect(),
+        needed: session.quota.map(|_| plan.needed),
+        available: session.available,
+        fix,
+        categories,
+        pruned: record.pruned,
     })
-}
-
-/// Counts what a backup will cover, for the progress display's totals.
-fn scan(path: &Path, sel: Option<&PathTree>, excluder: &Excluder, c: &Counters) {
-    if let Some(sel) = sel.filter(|s| !s.full) {
-        for name in sel.children.keys() {
-            scan(
-                &path.join(OsStr::from_bytes(name)),
-                sel.children.get(name),
-                excluder,
-                c,
-            );
-        }
-        return;
-    }
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return;
-    };
-    if meta.is_file() {
-        c.total_files.fetch_add(1, Ordering::Relaxed);
-        c.total_bytes.fetch_add(meta.len(), Ordering::Relaxed);
-    } else if meta.is_dir()
-        && !(excluder.cachedir_tags && is_cache_dir(path))
-        && let Ok(rd) = fs::read_dir(path)
-    {
-        for e in rd.flatten() {
-            let p = e.path();
-            if !excluder.excluded(&p, &e.file_name()) {
-                scan(&p, None, excluder, c);
-            }
-        }
-    }
 }
 
 /// Downloads and opens a snapshot's description.

@@ -26,6 +26,16 @@ pub struct Config {
     pub compression_level: i32,
     /// Cap on the upload rate, e.g. `"8MiB"` (per second).
     pub upload_limit: Option<String>,
+    /// Category rules that replace built-in ones of the same name or add
+    /// new ones (see docs/CLIENT.md).
+    pub categories: Vec<crate::categories::CategoryRule>,
+    /// Order in which categories are backed up when storage is short.
+    pub category_priority: Vec<String>,
+    /// When storage is short, back up the categories that fit (a partial
+    /// backup) rather than nothing.
+    pub partial: bool,
+    /// How often backups are due, e.g. `"24h"` (for `haven status` and the agent).
+    pub interval: String,
 }
 
 impl Default for Config {
@@ -36,6 +46,10 @@ impl Default for Config {
             exclude_caches: true,
             compression_level: 3,
             upload_limit: None,
+            categories: Vec::new(),
+            category_priority: crate::categories::default_priority(),
+            partial: true,
+            interval: "24h".into(),
         }
     }
 }

@@ -19,6 +19,8 @@ impl ClientError {
             message: message.into(),
             fix: Vec::new(),
             details: None,
+            needed: None,
+            available: None,
         }))
     }
 

@@ -317,11 +317,12 @@ impl Remote for HttpRemote {
         Ok(missing)
     }
 
-    fn open_session(&self, resume: Option<&str>) -> Result<String> {
+    fn open_session(&self, resume: Option<&str>, reserve: Option<u64>) -> Result<SessionResponse> {
         let r: SessionResponse = self.post(
             "/v1/sessions",
             &SessionRequest {
                 resume: resume.map(String::from),
+                reserve,
             },
         )?;
         if !is_valid_id(&r.session) {
@@ -332,7 +333,7 @@ impl Remote for HttpRemote {
         if let Ok(mut s) = self.session.lock() {
             *s = Some(r.session.clone());
         }
-        Ok(r.session)
+        Ok(r)
     }
 
     fn put_pack(&self, id: PackId, pack: Vec<u8>) -> Result<()> {
@@ -447,9 +448,104 @@ impl Remote for HttpRemote {
         self.get("/v1/devices")
     }
 
+    fn report_scan(&self, scan: &[CategoryScan]) -> Result<Vec<CategoryInfo>> {
+        self.post(
+            "/v1/categories",
+            &ScanReport {
+                categories: scan.to_vec(),
+            },
+        )
+    }
+
+    fn record_attempt(&self, attempt: &Attempt) -> Result<()> {
+        self.send(
+            Method::POST,
+            "/v1/attempts",
+            Self::encode(attempt),
+            Duration::from_secs(60),
+        )?;
+        Ok(())
+    }
+
+    fn plans(&self) -> Result<PlansResponse> {
+        self.get("/v1/plans")
+    }
+
     fn bytes_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
     }
+}
+
+impl HttpRemote {
+    /// `path` with `?device=NAME` when a device is named.
+    pub fn with_device(path: &str, device: Option<&str>) -> String {
+        match device {
+            Some(d) => {
+                let mut q = reqwest::Url::parse("http://x/").map_or(String::new(), |mut u| {
+                    u.query_pairs_mut().append_pair("device", d);
+                    u.query().unwrap_or_default().to_string()
+                });
+                q.insert(0, '?');
+                format!("{path}{q}")
+            }
+            None => path.to_string(),
+        }
+    }
+
+    /// A device's categories (this device's by default).
+    pub fn categories(&self, device: Option<&str>) -> Result<Vec<CategoryInfo>> {
+        self.get(&Self::with_device("/v1/categories", device))
+    }
+
+    /// Switches a category on or off; returns the device's categories.
+    pub fn set_category(
+        &self,
+        name: &str,
+        enabled: bool,
+        device: Option<&str>,
+    ) -> Result<Vec<CategoryInfo>> {
+        let path = format!("/v1/categories/{}", url_escape(name));
+        let bytes = self.send(
+            Method::PUT,
+            &Self::with_device(&path, device),
+            Self::encode(&SetCategoryRequest { enabled }),
+            Duration::from_secs(60),
+        )?;
+        self.parse(&bytes)
+    }
+
+    /// Moves the account to a plan.
+    pub fn set_plan(&self, plan: &str) -> Result<()> {
+        self.send(
+            Method::PUT,
+            "/v1/plan",
+            Self::encode(&SetPlanRequest {
+                plan: plan.to_string(),
+            }),
+            Duration::from_secs(60),
+        )?;
+        Ok(())
+    }
+
+    /// Backup attempts, newest first (of one device if named).
+    pub fn attempts(&self, device: Option<&str>, limit: u32) -> Result<Vec<Attempt>> {
+        let path = Self::with_device("/v1/attempts", device);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.get(&format!("{path}{sep}limit={limit}"))
+    }
+}
+
+/// Percent-encodes a path segment.
+fn url_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Snapshot ids end up in local paths (caches): never trust the server's.

@@ -1,5 +1,8 @@
 use haven_format::{BlobId, PackId};
-use haven_proto::{CommitRequest, DeviceInfo, SnapshotRecord};
+use haven_proto::{
+    Attempt, CategoryInfo, CategoryScan, CommitRequest, DeviceInfo, PlansResponse, SessionResponse,
+    SnapshotRecord,
+};
 
 use crate::Result;
 
@@ -9,8 +12,9 @@ pub trait Remote: Send + Sync {
     /// The subset of `ids` the server lacks.
     fn missing(&self, ids: &[BlobId]) -> Result<Vec<BlobId>>;
     /// Opens (or, with `resume`, continues) the upload session of a backup
-    /// run; later uploads belong to it. Returns its id.
-    fn open_session(&self, resume: Option<&str>) -> Result<String>;
+    /// run; later uploads belong to it. With `reserve`, reserves that much
+    /// quota for it (`quota_exceeded` if it does not fit).
+    fn open_session(&self, resume: Option<&str>, reserve: Option<u64>) -> Result<SessionResponse>;
     /// Uploads a finished pack.
     fn put_pack(&self, id: PackId, pack: Vec<u8>) -> Result<()>;
     /// Sealed blobs in request order; `None` where the server has none (or
@@ -28,6 +32,12 @@ pub trait Remote: Send + Sync {
     fn usage(&self) -> Result<haven_proto::UsageResponse>;
     /// The account's devices.
     fn devices(&self) -> Result<Vec<DeviceInfo>>;
+    /// Records this device's scan; returns its categories and switches.
+    fn report_scan(&self, scan: &[CategoryScan]) -> Result<Vec<CategoryInfo>>;
+    /// Records a backup attempt in the device's history.
+    fn record_attempt(&self, attempt: &Attempt) -> Result<()>;
+    /// The server's plans.
+    fn plans(&self) -> Result<PlansResponse>;
     /// Bytes sent so far (request bodies), for reports.
     fn bytes_sent(&self) -> u64;
 }

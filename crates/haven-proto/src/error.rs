@@ -57,6 +57,10 @@ pub enum ErrorCode {
     ConfirmationNeeded,
     /// Client side: the configuration is invalid.
     ConfigInvalid,
+    /// The account's quota cannot hold what the backup needs.
+    QuotaExceeded,
+    /// The plan does not exist or users may not choose it themselves.
+    PlanNotAllowed,
 }
 
 impl ErrorCode {
@@ -89,6 +93,8 @@ impl ErrorCode {
             ErrorCode::RestoreIncomplete => "restore_incomplete",
             ErrorCode::ConfirmationNeeded => "confirmation_needed",
             ErrorCode::ConfigInvalid => "config_invalid",
+            ErrorCode::QuotaExceeded => "quota_exceeded",
+            ErrorCode::PlanNotAllowed => "plan_not_allowed",
         }
     }
 }
@@ -106,6 +112,12 @@ pub struct ErrorBody {
     /// Extra data for machines (e.g. the missing blob ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// `quota_exceeded`: bytes needed (an upper bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed: Option<u64>,
+    /// `quota_exceeded`: bytes the quota has left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<u64>,
 }
 
 /// `{"error": ErrorBody}`: how errors travel.

@@ -210,6 +210,20 @@ pub struct CommitRequest {
     /// replaces the device's checkpoints.
     #[serde(default)]
     pub checkpoint: bool,
+    /// Some categories were left out because the storage was short.
+    #[serde(default)]
+    pub partial: bool,
+    /// What the backup holds per category (logical sizes).
+    #[serde(default)]
+    pub categories: Vec<CategoryStat>,
+}
+
+/// Files and logical bytes of one category in a backup or a scan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CategoryStat {
+    pub name: String,
+    pub files: u64,
+    pub bytes: u64,
 }
 
 /// `POST /v1/sessions`: open an upload session for this device's backup,
@@ -217,6 +231,12 @@ pub struct CommitRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRequest {
     pub resume: Option<String>,
+    /// Quota to reserve for this run: an upper bound of the bytes it will
+    /// store. Refused with `quota_exceeded` if it does not fit; replaces
+    /// the session's earlier reservation. The reservation ends when the
+    /// run commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<u64>,
 }
 
 /// Answer to [`SessionRequest`].
@@ -225,6 +245,13 @@ pub struct SessionResponse {
     pub session: String,
     /// Days an inactive session and what it uploaded are kept.
     pub retention_days: u32,
+    /// The account's quota; `null` means none.
+    #[serde(default)]
+    pub quota: Option<u64>,
+    /// Bytes this session may still store: the quota less what is used
+    /// and what other running backups reserved. `null` without a quota.
+    #[serde(default)]
+    pub available: Option<u64>,
 }
 
 /// A committed backup as the server records it.
@@ -247,6 +274,16 @@ pub struct SnapshotRecord {
     /// Bytes deleting this backup would free at once.
     #[serde(default)]
     pub freed_if_deleted: u64,
+    /// Some categories were left out because the storage was short.
+    #[serde(default)]
+    pub partial: bool,
+    /// What the backup holds per category (logical sizes).
+    #[serde(default)]
+    pub categories: Vec<CategoryStat>,
+    /// In a commit's answer: older backups of the device that the
+    /// retention policy removed after this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
 }
 
 /// `GET /v1/usage`: where the account's storage went.
@@ -259,14 +296,115 @@ pub struct UsageResponse {
     /// Stored size (after dedup and compression) of every blob a backup or
     /// an open upload session references, each counted once.
     pub used: u64,
-    /// `quota - used`, or `null` without a quota.
+    /// `quota - used - reserved`, or `null` without a quota.
     pub free: Option<u64>,
+    /// Quota reserved by backups running now, beyond what they stored yet.
+    #[serde(default)]
+    pub reserved: u64,
     /// Bytes of the account's pack files on the server, garbage included.
     pub stored_physical: u64,
     /// Stored size referenced by each device's backups (shared data counts for each).
     pub devices: Vec<DeviceUsage>,
-    /// Per device and category (filled once categories exist).
+    /// Per device and category: what the device's newest complete backup
+    /// holds (logical sizes, before dedup and compression).
     pub categories: Vec<CategoryUsage>,
+    /// Devices whose backups expire soon because they stopped backing up.
+    #[serde(default)]
+    pub expiring: Vec<ExpiryWarning>,
+}
+
+/// A device that has not backed up for a long time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExpiryWarning {
+    pub device: String,
+    /// RFC 3339.
+    pub last_backup: String,
+    /// RFC 3339: when its backups are deleted unless it backs up again.
+    pub expires: String,
+}
+
+/// `GET /v1/plans`: the plans of this server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlansResponse {
+    /// The account's plan; `null` on a server without plans.
+    pub current: Option<String>,
+    pub plans: Vec<PlanInfo>,
+}
+
+/// One plan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlanInfo {
+    pub name: String,
+    pub quota: u64,
+    /// Users may move to it themselves (`haven plan set`).
+    pub selectable: bool,
+}
+
+/// `PUT /v1/plan`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetPlanRequest {
+    pub plan: String,
+}
+
+/// A category of a device: its switch and the figures of its last scan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CategoryInfo {
+    pub name: String,
+    pub enabled: bool,
+    /// Files and logical bytes in the last scan.
+    pub files: u64,
+    pub bytes: u64,
+    /// Of those, bytes in new or changed files: what the next backup
+    /// would store at most (before dedup and compression).
+    pub new_bytes: u64,
+    /// RFC 3339 time of the last scan, `null` if never scanned.
+    pub scanned: Option<String>,
+}
+
+/// `POST /v1/categories`: a device reports its scan; the answer is the
+/// device's categories with their switches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScanReport {
+    pub categories: Vec<CategoryScan>,
+}
+
+/// One category in a [`ScanReport`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CategoryScan {
+    pub name: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub new_bytes: u64,
+}
+
+/// `PUT /v1/categories/{name}[?device=NAME]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SetCategoryRequest {
+    pub enabled: bool,
+}
+
+/// One backup attempt, as `POST /v1/attempts` records it and
+/// `GET /v1/attempts` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attempt {
+    /// Filled by the server in lists.
+    #[serde(default)]
+    pub device: String,
+    /// RFC 3339.
+    pub started: String,
+    /// RFC 3339.
+    pub finished: String,
+    /// `ok`, `partial` or `failed`.
+    pub result: String,
+    /// The error code of a failure, or `quota_exceeded` for a partial backup.
+    pub code: Option<String>,
+    pub message: String,
+    #[serde(default)]
+    pub fix: Vec<String>,
+    /// The backup it saved, if any.
+    pub snapshot: Option<String>,
+    #[serde(default)]
+    pub uploaded_bytes: u64,
 }
 
 /// One device's share of [`UsageResponse`].

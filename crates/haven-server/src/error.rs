@@ -12,19 +12,21 @@ use haven_store::StoreError;
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: ErrorBody,
+    pub body: Box<ErrorBody>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 code,
                 message: message.into(),
                 fix: Vec::new(),
                 details: None,
-            },
+                needed: None,
+                available: None,
+            }),
         }
     }
 
@@ -74,6 +76,23 @@ impl ApiError {
             .fix("The data was damaged in transit or by the client; the client retries the upload. If it keeps failing, update the client.")
     }
 
+    /// The quota cannot hold what was asked for.
+    pub fn quota_exceeded(needed: u64, available: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::QuotaExceeded,
+            format!(
+                "Your storage is full: this needs {needed} bytes more and {available} bytes are free under your plan."
+            ),
+        )
+        .fix("Delete backups you no longer need: `haven storage` shows what deleting each one frees.")
+        .fix("Switch off categories you do not need backed up: `haven categories off NAME`.")
+        .fix("Move to a bigger plan: `haven plan list`.");
+        e.body.needed = Some(needed);
+        e.body.available = Some(available);
+        e
+    }
+
     pub fn storage(e: &StoreError) -> Self {
         tracing::error!(error = %e, "storage failure");
         Self::new(
@@ -91,6 +110,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound => ApiError::not_found("object"),
             StoreError::Invalid(m) => ApiError::bad_request(m),
+            StoreError::QuotaExceeded { needed, available } => {
+                ApiError::quota_exceeded(needed, available)
+            }
             StoreError::Io(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
                 tracing::error!(
                     "the data directory's disk is full (ENOSPC): free space or grow the volume; nothing acknowledged was lost"
@@ -109,7 +131,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorEnvelope { error: self.body })).into_response()
+        (self.status, Json(ErrorEnvelope { error: *self.body })).into_response()
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod retention;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -17,7 +18,8 @@ pub use config::Config;
 use state::{AppState, SharedState};
 
 /// Opens the embedded backends under `config.data_dir`.
-pub async fn open_state(config: Config) -> anyhow::Result<SharedState> {
+pub async fn open_state(mut config: Config) -> anyhow::Result<SharedState> {
+    config.validate()?;
     let dir = &config.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
@@ -78,16 +80,45 @@ impl Bound {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let jobs = tokio::spawn(maintenance(self.state.clone()));
         let app = api::router(self.state);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
+        jobs.abort();
         Ok(())
     }
 }
 
-/// Creates a one-time invite and returns its code.
-pub async fn create_invite(config: &Config, email: Option<&str>) -> anyhow::Result<String> {
+/// Periodic work: expiry of devices that stopped backing up.
+async fn maintenance(state: SharedState) {
+    let every =
+        std::time::Duration::from_secs(u64::from(state.config.maintenance_minutes.max(1)) * 60);
+    loop {
+        match retention::expire(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired backups deleted"),
+            Err(e) => tracing::error!(error = %e, "expiry failed; it runs again later"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Creates a one-time invite (for `plan`, or the default plan) and
+/// returns its code.
+pub async fn create_invite(
+    config: &Config,
+    email: Option<&str>,
+    plan: Option<&str>,
+) -> anyhow::Result<String> {
+    if let Some(p) = plan
+        && !config.plans.iter().any(|x| x.name == p)
+    {
+        anyhow::bail!(
+            "there is no plan {p:?} in the configuration (plans: {})",
+            plan_names(config)
+        );
+    }
     let state = open_state(config.clone()).await?;
     let mut code = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut code);
@@ -100,7 +131,68 @@ pub async fn create_invite(config: &Config, email: Option<&str>) -> anyhow::Resu
             *blake3::hash(code.as_bytes()).as_bytes(),
             email.as_deref(),
             expires,
+            plan,
         )
         .await?;
     Ok(code)
+}
+
+fn plan_names(config: &Config) -> String {
+    if config.plans.is_empty() {
+        return "none".into();
+    }
+    config
+        .plans
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An account as `haven-server user list` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct UserSummary {
+    pub email: String,
+    pub admin: bool,
+    pub plan: Option<String>,
+    pub quota: Option<u64>,
+    pub used: u64,
+    pub devices: usize,
+    pub created: String,
+}
+
+/// Every account with its plan and usage.
+pub async fn list_users(config: &Config) -> anyhow::Result<Vec<UserSummary>> {
+    let state = open_state(config.clone()).await?;
+    let mut out = Vec::new();
+    for a in state.meta.accounts().await? {
+        let plan = config.plan(a.plan.as_deref());
+        out.push(UserSummary {
+            used: state.meta.usage(a.id).await?.used,
+            devices: state.meta.devices(a.id).await?.len(),
+            email: a.email,
+            admin: a.is_admin,
+            plan: plan.map(|p| p.name.clone()),
+            quota: plan.map(|p| p.quota_bytes),
+            created: api::rfc3339(a.created),
+        });
+    }
+    Ok(out)
+}
+
+/// Puts an account on a plan (any configured plan, selectable or not).
+pub async fn set_user_plan(config: &Config, email: &str, plan: &str) -> anyhow::Result<()> {
+    if !config.plans.iter().any(|p| p.name == plan) {
+        anyhow::bail!(
+            "there is no plan {plan:?} in the configuration (plans: {})",
+            plan_names(config)
+        );
+    }
+    let state = open_state(config.clone()).await?;
+    let email = email.trim().to_lowercase();
+    let Some(a) = state.meta.account_by_email(&email).await? else {
+        anyhow::bail!("there is no account {email:?} (see `haven-server user list`)");
+    };
+    state.meta.account_set_plan(a.id, Some(plan)).await?;
+    Ok(())
 }

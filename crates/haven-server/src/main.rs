@@ -21,6 +21,9 @@ struct Common {
     /// Directory for the database and the packs.
     #[arg(long, env = "HAVEN_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Set any config key, e.g. `--set keep_last=5` (repeatable; see docs/OPERATIONS.md).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -52,6 +55,34 @@ enum UserCommand {
         /// Only this email may redeem the invite.
         #[arg(long)]
         email: Option<String>,
+        /// The plan of the account it creates [default: default_plan].
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// Add an account for EMAIL: prints the invite its owner signs up
+    /// with (the password never reaches the server, so the owner chooses it).
+    Add {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+        /// The account's plan [default: default_plan].
+        #[arg(long)]
+        plan: Option<String>,
+    },
+    /// List accounts with their plan and usage.
+    List {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put an account on a plan.
+    SetPlan {
+        #[command(flatten)]
+        common: Common,
+        email: String,
+        plan: String,
     },
 }
 
@@ -62,6 +93,7 @@ fn load(common: Common, listen: Option<SocketAddr>, allow_signup: bool) -> anyho
             listen,
             data_dir: common.data_dir,
             allow_signup,
+            set: common.set,
         },
     )
 }
@@ -90,20 +122,75 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .await
         }
-        Command::User {
-            command: UserCommand::Invite { common, email },
+        Command::User { command } => user(command).await,
+    }
+}
+
+fn size(n: Option<u64>) -> String {
+    n.map_or("no quota".into(), |n| format!("{:.2} GB", n as f64 / 1e9))
+}
+
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Invite {
+            common,
+            email,
+            plan,
         } => {
             let config = load(common, None, false)?;
-            let code = haven_server::create_invite(&config, email.as_deref()).await?;
+            let code =
+                haven_server::create_invite(&config, email.as_deref(), plan.as_deref()).await?;
             println!("{code}");
             eprintln!(
                 "One-time invite, valid {} days{}. Sign up with: haven signup --server URL --email EMAIL --invite {code}",
                 config.invite_days,
                 email.map(|e| format!(" for {e}")).unwrap_or_default()
             );
-            Ok(())
+        }
+        UserCommand::Add {
+            common,
+            email,
+            plan,
+        } => {
+            let config = load(common, None, false)?;
+            let code = haven_server::create_invite(&config, Some(&email), plan.as_deref()).await?;
+            println!("{code}");
+            eprintln!(
+                "Account for {email} ready to claim within {} days{}: on their device, run\n  haven signup --server URL --email {email} --invite {code}\nThey choose the password there; it never reaches this server.",
+                config.invite_days,
+                plan.map(|p| format!(" on plan {p}")).unwrap_or_default()
+            );
+        }
+        UserCommand::List { common, json } => {
+            let config = load(common, None, false)?;
+            let users = haven_server::list_users(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else {
+                for u in users {
+                    println!(
+                        "{:<32} {:<10} {:>10} used of {:<10} {} devices{}",
+                        u.email,
+                        u.plan.as_deref().unwrap_or("-"),
+                        size(Some(u.used)),
+                        size(u.quota),
+                        u.devices,
+                        if u.admin { "  (admin)" } else { "" }
+                    );
+                }
+            }
+        }
+        UserCommand::SetPlan {
+            common,
+            email,
+            plan,
+        } => {
+            let config = load(common, None, false)?;
+            haven_server::set_user_plan(&config, &email, &plan).await?;
+            println!("{email} is now on plan {plan}.");
         }
     }
+    Ok(())
 }
 
 #[tokio::main]

@@ -138,10 +138,8 @@ fn the_server_killed_anywhere_loses_nothing_acknowledged() {
             (!random_kill).then(|| format!("{point}:{n}")),
         );
         let opts = BackupOptions {
-            paths: vec![src.clone()],
-            exclude: vec![],
             exclude_caches: false,
-            compression_level: 3,
+            ..BackupOptions::new(vec![src.clone()])
         };
         let (d, p, o) = (dir.clone(), profile.clone(), opts.clone());
         let client = std::thread::spawn(move || {

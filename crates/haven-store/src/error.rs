@@ -17,6 +17,9 @@ pub enum StoreError {
     /// A commit references blobs that are not stored.
     #[error("{} referenced blobs are missing", .0.len())]
     BlobsMissing(Vec<haven_format::BlobId>),
+    /// The account's quota cannot hold the bytes asked for.
+    #[error("quota exceeded: {needed} bytes needed, {available} available")]
+    QuotaExceeded { needed: u64, available: u64 },
     /// The local filesystem failed.
     #[error("object store I/O: {0}")]
     Io(#[from] std::io::Error),

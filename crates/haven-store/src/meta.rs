@@ -38,6 +38,9 @@ pub struct Account {
     pub recovery_auth_hash: Vec<u8>,
     pub recovery_wrapped_key: Vec<u8>,
     pub is_admin: bool,
+    /// `None`: the server's default plan.
+    pub plan: Option<String>,
+    pub created: i64,
 }
 
 /// A device of an account.
@@ -88,6 +91,13 @@ pub struct NewSnapshot {
     pub complete: bool,
     /// The upload session of the run.
     pub session: Option<String>,
+    /// Categories were left out for lack of space.
+    pub partial: bool,
+    /// Per-category figures, JSON.
+    pub categories: String,
+    /// The account's quota: a commit that would raise `used` above it is
+    /// refused with `QuotaExceeded`.
+    pub quota: Option<u64>,
 }
 
 /// A committed snapshot.
@@ -104,6 +114,9 @@ pub struct SnapshotRow {
     pub client_version: String,
     pub blobs: u64,
     pub complete: bool,
+    pub partial: bool,
+    /// Per-category figures, JSON.
+    pub categories: String,
 }
 
 /// Stored bytes of an account.
@@ -117,7 +130,51 @@ pub struct Usage {
     /// Per device: stored size of the blobs its snapshots reference (a blob
     /// shared by two devices counts for each).
     pub devices: Vec<(String, u64)>,
+    /// Quota that open sessions reserved beyond what they stored so far.
+    pub reserved: u64,
+    /// Per device: the category figures (JSON) of its newest complete snapshot.
+    pub categories: Vec<(String, String)>,
 }
+
+/// An upload session as opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    /// What the session may still store under the quota (quota less used
+    /// less other sessions' reservations); `None` without a quota.
+    pub available: Option<u64>,
+}
+
+/// A category of a device.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CategoryRow {
+    pub name: String,
+    pub enabled: bool,
+    pub files: u64,
+    pub bytes: u64,
+    pub new_bytes: u64,
+    pub scanned: Option<i64>,
+}
+
+/// A backup attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptRow {
+    /// Device name (filled in lists).
+    pub device: String,
+    pub started: i64,
+    pub finished: i64,
+    pub result: String,
+    pub code: Option<String>,
+    pub message: String,
+    /// JSON array of strings.
+    pub fix: String,
+    pub snapshot: Option<String>,
+    pub uploaded: u64,
+}
+
+/// How long a reservation holds without activity of its session: a
+/// backup that died does not block the quota for days.
+pub const RESERVATION_SECS: i64 = 6 * 3600;
 
 /// Why an invite could not be redeemed.
 pub const INVITE_INVALID: &str = "invite";
@@ -137,6 +194,7 @@ pub trait MetaStore: Send + Sync + 'static {
         code_hash: [u8; 32],
         email: Option<&str>,
         expires: i64,
+        plan: Option<&str>,
     ) -> Result<(), StoreError>;
     /// Creates an account, consuming the invite if one is given, in one
     /// transaction. `Conflict(EMAIL_TAKEN)` or `Conflict(INVITE_INVALID)`.
@@ -147,6 +205,13 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<i64, StoreError>;
     /// The account with this email.
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError>;
+    /// The account with this id.
+    async fn account(&self, account_id: i64) -> Result<Option<Account>, StoreError>;
+    /// Every account, by email.
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Sets the plan (`None`: the default plan).
+    async fn account_set_plan(&self, account_id: i64, plan: Option<&str>)
+    -> Result<(), StoreError>;
     /// Replaces the password credentials.
     async fn account_set_password(
         &self,
@@ -182,17 +247,25 @@ pub trait MetaStore: Send + Sync + 'static {
         ids: &[BlobId],
     ) -> Result<Vec<BlobId>, StoreError>;
     /// Opens an upload session for a device, or keeps `resume` open if it
-    /// is an open session of that device. Returns the session id.
+    /// is an open session of that device. With `reserve`, sets the
+    /// session's reservation, refused with `QuotaExceeded` (changing
+    /// nothing) if it does not fit under `quota`.
     async fn session_open(
         &self,
         account_id: i64,
         device_id: i64,
         resume: Option<&str>,
-    ) -> Result<String, StoreError>;
+        reserve: Option<u64>,
+        quota: Option<u64>,
+    ) -> Result<SessionInfo, StoreError>;
     /// Marks a session active now (it expires `session_days` after its last activity).
     async fn session_touch(&self, account_id: i64, session: &str) -> Result<bool, StoreError>;
     /// Indexes a stored pack's blobs; blobs already indexed keep their
-    /// first location. Returns how many were already indexed.
+    /// first location. Returns how many were already indexed. Refused with
+    /// `QuotaExceeded`, indexing nothing, if the new blobs plus what is
+    /// used plus other sessions' reservations exceed `quota`: two devices
+    /// uploading at once cannot overshoot it.
+    #[allow(clippy::too_many_arguments)]
     async fn pack_insert(
         &self,
         account_id: i64,
@@ -201,6 +274,7 @@ pub trait MetaStore: Send + Sync + 'static {
         size: u64,
         blobs: &[PackBlob],
         session: Option<&str>,
+        quota: Option<u64>,
     ) -> Result<u32, StoreError>;
     /// True if the account has indexed this pack.
     async fn pack_exists(&self, account_id: i64, pack: PackId) -> Result<bool, StoreError>;
@@ -228,4 +302,42 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn freed_if_deleted(&self, account_id: i64, id: &str) -> Result<u64, StoreError>;
     /// Deletes a snapshot record and its references; `false` if absent.
     async fn snapshot_delete(&self, account_id: i64, id: &str) -> Result<bool, StoreError>;
+
+    /// The device's categories: switches and last scan figures, by name.
+    async fn categories(
+        &self,
+        account_id: i64,
+        device_id: i64,
+    ) -> Result<Vec<CategoryRow>, StoreError>;
+    /// Switches a category of a device on or off.
+    async fn category_set(
+        &self,
+        account_id: i64,
+        device_id: i64,
+        name: &str,
+        enabled: bool,
+    ) -> Result<(), StoreError>;
+    /// Records a scan's figures (`enabled` of `rows` is ignored); categories
+    /// missing from it keep their switch and get zero figures.
+    async fn categories_scanned(
+        &self,
+        account_id: i64,
+        device_id: i64,
+        rows: &[CategoryRow],
+    ) -> Result<(), StoreError>;
+
+    /// Records a backup attempt.
+    async fn attempt_add(
+        &self,
+        account_id: i64,
+        device_id: i64,
+        attempt: &AttemptRow,
+    ) -> Result<(), StoreError>;
+    /// Attempts of the account (of one device if given), newest first.
+    async fn attempts(
+        &self,
+        account_id: i64,
+        device_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AttemptRow>, StoreError>;
 }

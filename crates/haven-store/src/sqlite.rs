@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_sessions.sql"),
     include_str!("../migrations/sqlite/0003_usage.sql"),
+    include_str!("../migrations/sqlite/0004_plans.sql"),
 ];
 
 /// SQLite behind [`MetaStore`].
@@ -47,7 +48,64 @@ fn snapshot_row(r: &sqlx::sqlite::SqliteRow) -> Result<SnapshotRow, StoreError> 
         client_version: r.try_get("client_version")?,
         blobs: r.try_get::<i64, _>("blobs")? as u64,
         complete: r.try_get("complete")?,
+        partial: r.try_get("partial")?,
+        categories: r.try_get("categories")?,
     })
+}
+
+fn account_row(r: &sqlx::sqlite::SqliteRow) -> Result<Account, StoreError> {
+    Ok(Account {
+        id: r.try_get("id")?,
+        email: r.try_get("email")?,
+        kdf: r.try_get("kdf")?,
+        auth_hash: r.try_get("auth_hash")?,
+        wrapped_key: r.try_get("wrapped_key")?,
+        recovery_auth_hash: r.try_get("recovery_auth_hash")?,
+        recovery_wrapped_key: r.try_get("recovery_wrapped_key")?,
+        is_admin: r.try_get("is_admin")?,
+        plan: r.try_get("plan")?,
+        created: r.try_get("created")?,
+    })
+}
+
+const ACCOUNT_SELECT: &str = "SELECT id, email, kdf, auth_hash, wrapped_key, recovery_auth_hash, \
+     recovery_wrapped_key, is_admin, plan, created FROM accounts";
+
+/// Stored size of every blob of the account (`?1`) that a snapshot or an
+/// open upload session references, each counted once.
+const USED: &str = "SELECT COALESCE(SUM(b.length), 0) FROM blobs b WHERE b.account_id = ?1 AND (\
+     EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.account_id = b.account_id AND r.blob_id = b.id) \
+     OR b.pack_id IN (SELECT p.id FROM packs p JOIN sessions s ON s.account_id = p.account_id \
+     AND s.id = p.session_id WHERE p.account_id = ?1 AND s.closed IS NULL))";
+
+/// Quota reserved by the account's (`?1`) open sessions other than `?2`,
+/// active since `?3`, beyond what they stored so far.
+const RESERVED: &str = "SELECT COALESCE(SUM(MAX(0, s.reserved - COALESCE((SELECT SUM(b.length) \
+     FROM packs p JOIN blobs b ON b.account_id = p.account_id AND b.pack_id = p.id \
+     WHERE p.account_id = s.account_id AND p.session_id = s.id), 0))), 0) \
+     FROM sessions s WHERE s.account_id = ?1 AND s.closed IS NULL AND s.id <> ?2 \
+     AND s.reserved > 0 AND s.last_active >= ?3";
+
+async fn used_in(conn: &mut sqlx::SqliteConnection, account_id: i64) -> Result<u64, StoreError> {
+    let v: i64 = sqlx::query_scalar(USED)
+        .bind(account_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(v as u64)
+}
+
+async fn reserved_in(
+    conn: &mut sqlx::SqliteConnection,
+    account_id: i64,
+    except_session: &str,
+) -> Result<u64, StoreError> {
+    let v: i64 = sqlx::query_scalar(RESERVED)
+        .bind(account_id)
+        .bind(except_session)
+        .bind(now_secs() - RESERVATION_SECS)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(v as u64)
 }
 
 /// Packs of the account (`?1`) uploaded under a session that is still open.
@@ -55,7 +113,7 @@ const OPEN_SESSION_PACKS: &str = "SELECT p.id FROM packs p JOIN sessions s ON s.
      AND s.id = p.session_id WHERE p.account_id = ?1 AND s.closed IS NULL";
 
 const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.time, s.files, s.bytes, \
-     s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete \
+     s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete, s.partial, s.categories \
      FROM snapshots s JOIN devices d ON d.id = s.device_id";
 
 impl SqliteMeta {
@@ -124,14 +182,18 @@ impl MetaStore for SqliteMeta {
         code_hash: [u8; 32],
         email: Option<&str>,
         expires: i64,
+        plan: Option<&str>,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO invites (code_hash, email, created, expires) VALUES (?, ?, ?, ?)")
-            .bind(&code_hash[..])
-            .bind(email)
-            .bind(now_secs())
-            .bind(expires)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO invites (code_hash, email, created, expires, plan) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&code_hash[..])
+        .bind(email)
+        .bind(now_secs())
+        .bind(expires)
+        .bind(plan)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -179,32 +241,58 @@ impl MetaStore for SqliteMeta {
             if used.rows_affected() != 1 {
                 return Err(StoreError::Conflict(INVITE_INVALID));
             }
+            // The plan the operator chose for this invite.
+            sqlx::query(
+                "UPDATE accounts SET plan = (SELECT plan FROM invites WHERE code_hash = ?) WHERE id = ?",
+            )
+            .bind(&hash[..])
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(id)
     }
 
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, email, kdf, auth_hash, wrapped_key, recovery_auth_hash, recovery_wrapped_key, is_admin \
-             FROM accounts WHERE email = ?",
-        )
-        .bind(email)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(Account {
-                id: r.try_get("id")?,
-                email: r.try_get("email")?,
-                kdf: r.try_get("kdf")?,
-                auth_hash: r.try_get("auth_hash")?,
-                wrapped_key: r.try_get("wrapped_key")?,
-                recovery_auth_hash: r.try_get("recovery_auth_hash")?,
-                recovery_wrapped_key: r.try_get("recovery_wrapped_key")?,
-                is_admin: r.try_get("is_admin")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(&format!("{ACCOUNT_SELECT} WHERE email = ?"))
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(account_row).transpose()
+    }
+
+    async fn account(&self, account_id: i64) -> Result<Option<Account>, StoreError> {
+        let row = sqlx::query(&format!("{ACCOUNT_SELECT} WHERE id = ?"))
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(account_row).transpose()
+    }
+
+    async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = sqlx::query(&format!("{ACCOUNT_SELECT} ORDER BY email"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(account_row).collect()
+    }
+
+    async fn account_set_plan(
+        &self,
+        account_id: i64,
+        plan: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let n = sqlx::query("UPDATE accounts SET plan = ? WHERE id = ?")
+            .bind(plan)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound)
+        }
     }
 
     async fn account_set_password(
@@ -341,8 +429,13 @@ impl MetaStore for SqliteMeta {
         size: u64,
         blobs: &[PackBlob],
         session: Option<&str>,
+        quota: Option<u64>,
     ) -> Result<u32, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let used_before = match quota {
+            Some(_) => used_in(&mut tx, account_id).await?,
+            None => 0,
+        };
         sqlx::query("INSERT OR IGNORE INTO packs (account_id, id, object_key, size, created, session_id) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(account_id)
             .bind(&pack.0[..])
@@ -353,6 +446,7 @@ impl MetaStore for SqliteMeta {
             .execute(&mut *tx)
             .await?;
         let mut dup = 0;
+        let mut new_bytes = 0u64;
         for b in blobs {
             let n = sqlx::query(
                 "INSERT OR IGNORE INTO blobs (account_id, id, kind, pack_id, offset, length, hash) \
@@ -370,6 +464,21 @@ impl MetaStore for SqliteMeta {
             .rows_affected();
             if n == 0 {
                 dup += 1;
+            } else {
+                new_bytes += b.length as u64;
+            }
+        }
+        if let Some(q) = quota
+            && new_bytes > 0
+        {
+            let others = reserved_in(&mut tx, account_id, session.unwrap_or("")).await?;
+            let available = q.saturating_sub(used_before + others);
+            if new_bytes > available {
+                // Dropping the transaction indexes nothing.
+                return Err(StoreError::QuotaExceeded {
+                    needed: new_bytes,
+                    available,
+                });
             }
         }
         tx.commit().await?;
@@ -381,35 +490,76 @@ impl MetaStore for SqliteMeta {
         account_id: i64,
         device_id: i64,
         resume: Option<&str>,
-    ) -> Result<String, StoreError> {
+        reserve: Option<u64>,
+        quota: Option<u64>,
+    ) -> Result<SessionInfo, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        if let Some(id) = resume {
+        let mut id = None;
+        if let Some(r) = resume {
             let n = sqlx::query(
                 "UPDATE sessions SET last_active = ? WHERE account_id = ? AND id = ? AND device_id = ? AND closed IS NULL",
             )
             .bind(now_secs())
             .bind(account_id)
-            .bind(id)
+            .bind(r)
             .bind(device_id)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if n == 1 {
-                tx.commit().await?;
-                return Ok(id.to_string());
+                id = Some(r.to_string());
             }
         }
-        let id = hex::encode(rand::random::<[u8; 16]>());
-        sqlx::query("INSERT INTO sessions (account_id, id, device_id, created, last_active) VALUES (?, ?, ?, ?, ?)")
+        let id = match id {
+            Some(id) => id,
+            None => {
+                let id = hex::encode(rand::random::<[u8; 16]>());
+                sqlx::query("INSERT INTO sessions (account_id, id, device_id, created, last_active) VALUES (?, ?, ?, ?, ?)")
+                    .bind(account_id)
+                    .bind(&id)
+                    .bind(device_id)
+                    .bind(now_secs())
+                    .bind(now_secs())
+                    .execute(&mut *tx)
+                    .await?;
+                id
+            }
+        };
+        let available = match quota {
+            Some(q) => {
+                let used = used_in(&mut tx, account_id).await?;
+                let others = reserved_in(&mut tx, account_id, &id).await?;
+                Some(q.saturating_sub(used + others))
+            }
+            None => None,
+        };
+        if let Some(r) = reserve {
+            if let Some(a) = available
+                && r > a
+            {
+                return Err(StoreError::QuotaExceeded {
+                    needed: r,
+                    available: a,
+                });
+            }
+            // The session's own uploads count against its reservation.
+            let stored: i64 = sqlx::query_scalar(
+                "SELECT COALESCE(SUM(b.length), 0) FROM packs p JOIN blobs b ON b.account_id = p.account_id \
+                 AND b.pack_id = p.id WHERE p.account_id = ? AND p.session_id = ?",
+            )
             .bind(account_id)
             .bind(&id)
-            .bind(device_id)
-            .bind(now_secs())
-            .bind(now_secs())
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            sqlx::query("UPDATE sessions SET reserved = ? WHERE account_id = ? AND id = ?")
+                .bind((r + stored as u64) as i64)
+                .bind(account_id)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(id)
+        Ok(SessionInfo { id, available })
     }
 
     async fn session_touch(&self, account_id: i64, session: &str) -> Result<bool, StoreError> {
@@ -468,6 +618,10 @@ impl MetaStore for SqliteMeta {
     async fn snapshot_commit(&self, new: &NewSnapshot) -> Result<SnapshotRow, StoreError> {
         let a = new.account_id;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let used_before = match new.quota {
+            Some(_) => used_in(&mut tx, a).await?,
+            None => 0,
+        };
         let existing = sqlx::query(&format!(
             "{SNAPSHOT_SELECT} WHERE s.account_id = ? AND s.id = ?"
         ))
@@ -571,7 +725,8 @@ impl MetaStore for SqliteMeta {
         }
         sqlx::query(
             "INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, parent, \
-             client_version, blobs, created, complete, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             client_version, blobs, created, complete, session_id, partial, categories) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(a)
         .bind(&new.id)
@@ -586,8 +741,21 @@ impl MetaStore for SqliteMeta {
         .bind(now_secs())
         .bind(new.complete)
         .bind(&new.session)
+        .bind(new.partial)
+        .bind(&new.categories)
         .execute(&mut *tx)
         .await?;
+        if let Some(q) = new.quota {
+            // Blobs no backup referenced any more (deleted, not yet collected)
+            // count again once a backup references them.
+            let used_after = used_in(&mut tx, a).await?;
+            if used_after > used_before && used_after > q {
+                return Err(StoreError::QuotaExceeded {
+                    needed: used_after - used_before,
+                    available: q.saturating_sub(used_before),
+                });
+            }
+        }
         let r = sqlx::query(&format!(
             "{SNAPSHOT_SELECT} WHERE s.account_id = ? AND s.id = ?"
         ))
@@ -630,14 +798,8 @@ impl MetaStore for SqliteMeta {
 
     async fn usage(&self, account_id: i64) -> Result<Usage, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let used: i64 = sqlx::query_scalar(&format!(
-            "SELECT COALESCE(SUM(b.length), 0) FROM blobs b WHERE b.account_id = ?1 AND (\
-             EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.account_id = b.account_id AND r.blob_id = b.id) \
-             OR b.pack_id IN ({OPEN_SESSION_PACKS}))"
-        ))
-        .bind(account_id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let used = used_in(&mut tx, account_id).await?;
+        let reserved = reserved_in(&mut tx, account_id, "").await?;
         let physical: i64 =
             sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM packs WHERE account_id = ?")
                 .bind(account_id)
@@ -663,11 +825,27 @@ impl MetaStore for SqliteMeta {
                 ))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        let rows = sqlx::query(
+            "SELECT d.name AS name, (SELECT s.categories FROM snapshots s WHERE s.account_id = d.account_id \
+             AND s.device_id = d.id AND s.complete = 1 ORDER BY s.time DESC, s.rowid DESC LIMIT 1) AS categories \
+             FROM devices d WHERE d.account_id = ? ORDER BY d.name",
+        )
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut categories = Vec::new();
+        for r in &rows {
+            if let Some(c) = r.try_get::<Option<String>, _>("categories")? {
+                categories.push((r.try_get::<String, _>("name")?, c));
+            }
+        }
         tx.commit().await?;
         Ok(Usage {
-            used: used as u64,
+            used,
             stored_physical: physical as u64,
             devices,
+            reserved,
+            categories,
         })
     }
 
@@ -702,5 +880,149 @@ impl MetaStore for SqliteMeta {
             .await?;
         tx.commit().await?;
         Ok(n == 1)
+    }
+
+    async fn categories(
+        &self,
+        account_id: i64,
+        device_id: i64,
+    ) -> Result<Vec<CategoryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, enabled, files, bytes, new_bytes, scanned FROM device_categories \
+             WHERE account_id = ? AND device_id = ? ORDER BY name",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CategoryRow {
+                    name: r.try_get("name")?,
+                    enabled: r.try_get("enabled")?,
+                    files: r.try_get::<i64, _>("files")? as u64,
+                    bytes: r.try_get::<i64, _>("bytes")? as u64,
+                    new_bytes: r.try_get::<i64, _>("new_bytes")? as u64,
+                    scanned: r.try_get("scanned")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn category_set(
+        &self,
+        account_id: i64,
+        device_id: i64,
+        name: &str,
+        enabled: bool,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO device_categories (account_id, device_id, name, enabled) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (account_id, device_id, name) DO UPDATE SET enabled = excluded.enabled",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .bind(name)
+        .bind(enabled)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn categories_scanned(
+        &self,
+        account_id: i64,
+        device_id: i64,
+        rows: &[CategoryRow],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let now = now_secs();
+        sqlx::query(
+            "UPDATE device_categories SET files = 0, bytes = 0, new_bytes = 0, scanned = ? \
+             WHERE account_id = ? AND device_id = ?",
+        )
+        .bind(now)
+        .bind(account_id)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO device_categories (account_id, device_id, name, files, bytes, new_bytes, scanned) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (account_id, device_id, name) DO UPDATE SET \
+                 files = excluded.files, bytes = excluded.bytes, new_bytes = excluded.new_bytes, scanned = excluded.scanned",
+            )
+            .bind(account_id)
+            .bind(device_id)
+            .bind(&r.name)
+            .bind(r.files as i64)
+            .bind(r.bytes as i64)
+            .bind(r.new_bytes as i64)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn attempt_add(
+        &self,
+        account_id: i64,
+        device_id: i64,
+        a: &AttemptRow,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO attempts (account_id, device_id, started, finished, result, code, message, fix, \
+             snapshot_id, uploaded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .bind(a.started)
+        .bind(a.finished)
+        .bind(&a.result)
+        .bind(&a.code)
+        .bind(&a.message)
+        .bind(&a.fix)
+        .bind(&a.snapshot)
+        .bind(a.uploaded as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn attempts(
+        &self,
+        account_id: i64,
+        device_id: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.name AS device, a.started, a.finished, a.result, a.code, a.message, a.fix, \
+             a.snapshot_id, a.uploaded FROM attempts a JOIN devices d ON d.id = a.device_id \
+             WHERE a.account_id = ? AND (? IS NULL OR a.device_id = ?) \
+             ORDER BY a.finished DESC, a.id DESC LIMIT ?",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .bind(device_id)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AttemptRow {
+                    device: r.try_get("device")?,
+                    started: r.try_get("started")?,
+                    finished: r.try_get("finished")?,
+                    result: r.try_get("result")?,
+                    code: r.try_get("code")?,
+                    message: r.try_get("message")?,
+                    fix: r.try_get("fix")?,
+                    snapshot: r.try_get("snapshot_id")?,
+                    uploaded: r.try_get::<i64, _>("uploaded")? as u64,
+                })
+            })
+            .collect()
     }
 }

@@ -3,7 +3,9 @@
 
 use haven_format::blob::BlobKind;
 use haven_format::{BlobId, PackId};
-use haven_store::meta::{EMAIL_TAKEN, INVITE_INVALID, NewAccount, NewSnapshot, PackBlob};
+use haven_store::meta::{
+    AttemptRow, CategoryRow, EMAIL_TAKEN, INVITE_INVALID, NewAccount, NewSnapshot, PackBlob,
+};
 use haven_store::{LocalDirStore, MetaStore, ObjectStore, SqliteMeta, StoreError};
 
 async fn object_store_contract(s: &dyn ObjectStore) {
@@ -88,6 +90,9 @@ fn snap(
         removed: removed.iter().map(|&n| BlobId([n; 32])).collect(),
         complete: true,
         session: None,
+        partial: false,
+        categories: "[]".into(),
+        quota: None,
     }
 }
 
@@ -101,7 +106,7 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         m.account_create(&account("a@x"), None).await,
         Err(StoreError::Conflict(EMAIL_TAKEN))
     ));
-    m.invite_create([9; 32], Some("b@x"), i64::MAX)
+    m.invite_create([9; 32], Some("b@x"), i64::MAX, Some("family"))
         .await
         .expect("invite");
     assert!(
@@ -133,13 +138,16 @@ async fn meta_store_contract(m: &dyn MetaStore) {
             .expect("exists")
             .is_admin
     );
-    assert!(
-        !m.account_by_email("b@x")
-            .await
-            .expect("get")
-            .expect("exists")
-            .is_admin
+    let b_row = m.account(b).await.expect("get").expect("exists");
+    assert!(!b_row.is_admin);
+    assert_eq!(
+        b_row.plan.as_deref(),
+        Some("family"),
+        "the invite's plan applies"
     );
+    m.account_set_plan(b, None).await.expect("plan");
+    assert_eq!(m.account(b).await.expect("get").expect("exists").plan, None);
+    assert_eq!(m.accounts().await.expect("list").len(), 2);
 
     // Devices and tokens.
     let (da, existed) = m.device_upsert(a, "laptop").await.expect("device");
@@ -171,15 +179,23 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         }])
         .collect();
     assert_eq!(
-        m.pack_insert(a, PackId([1; 32]), "packs/a/1", 1000, &blobs, None)
+        m.pack_insert(a, PackId([1; 32]), "packs/a/1", 1000, &blobs, None, None)
             .await
             .expect("pack"),
         0
     );
     assert_eq!(
-        m.pack_insert(a, PackId([2; 32]), "packs/a/2", 1000, &blobs[..2], None)
-            .await
-            .expect("pack"),
+        m.pack_insert(
+            a,
+            PackId([2; 32]),
+            "packs/a/2",
+            1000,
+            &blobs[..2],
+            None,
+            None
+        )
+        .await
+        .expect("pack"),
         2
     );
     let ids: Vec<BlobId> = (1..=6).map(|n| BlobId([n; 32])).collect();
@@ -266,12 +282,152 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         Some(1000)
     );
 
+    quota_contract(m, b, db.id).await;
+
+    // Category switches and scans, attempts.
+    m.category_set(a, da.id, "Photos", false)
+        .await
+        .expect("switch");
+    let scan = |name: &str, files| CategoryRow {
+        name: name.into(),
+        enabled: true,
+        files,
+        bytes: files * 10,
+        new_bytes: files,
+        scanned: None,
+    };
+    m.categories_scanned(a, da.id, &[scan("Documents", 3), scan("Photos", 2)])
+        .await
+        .expect("scan");
+    let cats = m.categories(a, da.id).await.expect("categories");
+    assert_eq!(cats.len(), 2);
+    assert!(cats[0].enabled && cats[0].name == "Documents" && cats[0].bytes == 30);
+    assert!(!cats[1].enabled, "a scan keeps the switch");
+    assert!(m.categories(b, da.id).await.expect("categories").is_empty());
+    let attempt = AttemptRow {
+        device: String::new(),
+        started: 5,
+        finished: 6,
+        result: "failed".into(),
+        code: Some("quota_exceeded".into()),
+        message: "m".into(),
+        fix: "[]".into(),
+        snapshot: None,
+        uploaded: 0,
+    };
+    m.attempt_add(a, da.id, &attempt).await.expect("attempt");
+    let listed = m.attempts(a, Some(da.id), 10).await.expect("attempts");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].device, "laptop");
+    assert!(m.attempts(b, None, 10).await.expect("attempts").is_empty());
+
     assert_eq!(m.setting_init("k", b"v1").await.expect("init"), b"v1");
     assert_eq!(
         m.setting_init("k", b"v2").await.expect("init"),
         b"v1",
         "first value stays"
     );
+}
+
+/// Reservations and the per-pack and per-commit quota checks, on an
+/// account `b` with no data yet.
+async fn quota_contract(m: &dyn MetaStore, b: i64, device: i64) {
+    let quota = Some(120);
+    let s1 = m
+        .session_open(b, device, None, None, quota)
+        .await
+        .expect("session");
+    assert_eq!(s1.available, Some(120));
+    m.session_open(b, device, Some(&s1.id), Some(100), quota)
+        .await
+        .expect("reserve 100 of 120");
+    let s2 = m
+        .session_open(b, device, None, None, quota)
+        .await
+        .expect("session");
+    assert_eq!(s2.available, Some(20), "s1's reservation counts");
+    match m
+        .session_open(b, device, Some(&s2.id), Some(50), quota)
+        .await
+    {
+        Err(StoreError::QuotaExceeded { needed, available }) => {
+            assert_eq!((needed, available), (50, 20))
+        }
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    let two: Vec<PackBlob> = (30..32).map(blob).collect();
+    match m
+        .pack_insert(
+            b,
+            PackId([30; 32]),
+            "packs/b/30",
+            500,
+            &two,
+            Some(&s2.id),
+            quota,
+        )
+        .await
+    {
+        Err(StoreError::QuotaExceeded { needed, available }) => {
+            assert_eq!((needed, available), (100, 20))
+        }
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    let ids: Vec<BlobId> = two.iter().map(|b| b.id).collect();
+    assert_eq!(
+        m.blobs_missing(b, &ids).await.expect("missing"),
+        ids,
+        "a refused pack indexes nothing"
+    );
+    m.pack_insert(
+        b,
+        PackId([31; 32]),
+        "packs/b/31",
+        500,
+        &two,
+        Some(&s1.id),
+        quota,
+    )
+    .await
+    .expect("within s1's reservation");
+    let u = m.usage(b).await.expect("usage");
+    assert_eq!(u.used, 100, "an open session's blobs count");
+    assert_eq!(u.reserved, 0, "s1 stored what it reserved");
+    let third = [blob(32)];
+    assert!(
+        matches!(
+            m.pack_insert(
+                b,
+                PackId([32; 32]),
+                "packs/b/32",
+                500,
+                &third,
+                Some(&s1.id),
+                quota
+            )
+            .await,
+            Err(StoreError::QuotaExceeded { .. })
+        ),
+        "100 + 50 > 120 whatever the reservation"
+    );
+    let mut c = snap(b, device, "q1", None, &[30, 31], &[]);
+    c.snapshot_blob = BlobId([30; 32]);
+    c.session = Some(s1.id.clone());
+    c.quota = quota;
+    m.snapshot_commit(&c).await.expect("commit within quota");
+    assert_eq!(m.usage(b).await.expect("usage").used, 100);
+    assert!(m.snapshot_delete(b, "q1").await.expect("delete"));
+    assert_eq!(m.usage(b).await.expect("usage").used, 0);
+    // The deleted backup's blobs are still indexed: a new backup that
+    // references them makes them count again, and is checked.
+    let mut c = snap(b, device, "q2", None, &[30, 31], &[]);
+    c.snapshot_blob = BlobId([30; 32]);
+    c.quota = Some(60);
+    assert!(matches!(
+        m.snapshot_commit(&c).await,
+        Err(StoreError::QuotaExceeded { .. })
+    ));
+    assert!(m.snapshot(b, "q2").await.expect("get").is_none());
 }
 
 #[tokio::test]

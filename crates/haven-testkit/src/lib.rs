@@ -35,6 +35,8 @@ impl TestServer {
             data_dir: data_dir.to_path_buf(),
             kdf_memory_kib: 256,
             kdf_iterations: 1,
+            // Tests keep every backup unless they test retention.
+            keep_last: 1000,
             ..Config::default()
         };
         tweak(&mut config);
@@ -80,7 +82,7 @@ impl TestServer {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(haven_server::create_invite(&self.config, email))
+        rt.block_on(haven_server::create_invite(&self.config, email, None))
             .unwrap()
     }
 }

@@ -10,21 +10,9 @@ use haven_store::meta::{NewSnapshot, SnapshotRow};
 use serde::Deserialize;
 
 use super::auth::Caller;
+use super::{parse_rfc3339, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
-
-fn rfc3339(secs: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
-
-fn parse_rfc3339(s: &str) -> ApiResult<i64> {
-    humantime::parse_rfc3339(s)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs() as i64)
-        .ok_or_else(|| ApiError::bad_request(format!("{s:?} is not an RFC 3339 UTC time.")))
-}
 
 fn check_ids(ids: &[BlobId]) -> ApiResult<()> {
     if ids.len() > MAX_IDS_PER_REQUEST {
@@ -182,6 +170,9 @@ fn record(r: SnapshotRow) -> SnapshotRecord {
         blobs: r.blobs,
         complete: r.complete,
         freed_if_deleted: 0,
+        partial: r.partial,
+        categories: serde_json::from_str(&r.categories).unwrap_or_default(),
+        pruned: Vec::new(),
     }
 }
 
@@ -218,13 +209,23 @@ pub async fn commit(
         removed: req.removed,
         complete: !req.checkpoint,
         session: req.session,
+        partial: req.partial,
+        categories: serde_json::to_string(&req.categories).unwrap_or_else(|_| "[]".into()),
+        quota: super::quota(&state, caller.account_id).await?,
     };
     haven_proto::fault::point("before-commit");
     match state.meta.snapshot_commit(&new).await {
         Ok(row) => {
             haven_proto::fault::point("after-commit");
             tracing::info!(account_id = caller.account_id, snapshot = %row.id, files = row.files, "snapshot committed");
-            Ok((StatusCode::CREATED, Json(record(row))))
+            let complete = row.complete;
+            let mut rec = record(row);
+            if complete {
+                rec.pruned =
+                    crate::retention::prune_device(&state, caller.account_id, caller.device_id)
+                        .await?;
+            }
+            Ok((StatusCode::CREATED, Json(rec)))
         }
         Err(StoreError::BlobsMissing(ids)) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -254,23 +255,7 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<SnapshotRecord>>> {
     let device_id = match &q.device {
         None => None,
-        Some(name) => match state
-            .meta
-            .devices(caller.account_id)
-            .await?
-            .into_iter()
-            .find(|d| &d.name == name)
-        {
-            Some(d) => Some(d.id),
-            None => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    ErrorCode::NotFound,
-                    format!("Your account has no device named {name:?}."),
-                )
-                .fix("List your devices with `haven devices`."));
-            }
-        },
+        Some(name) => Some(super::device_id(&state, &caller, Some(name)).await?),
     };
     let rows = state.meta.snapshots(caller.account_id, device_id).await?;
     let mut out = Vec::with_capacity(rows.len());
@@ -315,17 +300,26 @@ pub async fn open_session(
     Json(req): Json<SessionRequest>,
 ) -> ApiResult<Json<SessionResponse>> {
     let resume = req.resume.filter(|r| check_snapshot_id(r).is_ok());
-    let session = state
+    let quota = super::quota(&state, caller.account_id).await?;
+    let info = state
         .meta
-        .session_open(caller.account_id, caller.device_id, resume.as_deref())
+        .session_open(
+            caller.account_id,
+            caller.device_id,
+            resume.as_deref(),
+            req.reserve,
+            quota,
+        )
         .await?;
     Ok(Json(SessionResponse {
-        session,
+        session: info.id,
         retention_days: state.config.session_days,
+        quota,
+        available: info.available,
     }))
 }
 
-async fn with_freed(
+pub(super) async fn with_freed(
     state: &SharedState,
     account_id: i64,
     row: SnapshotRow,
@@ -334,25 +328,4 @@ async fn with_freed(
     let mut rec = record(row);
     rec.freed_if_deleted = freed;
     Ok(rec)
-}
-
-/// `GET /v1/usage`.
-pub async fn usage(
-    State(state): State<SharedState>,
-    caller: Caller,
-) -> ApiResult<Json<UsageResponse>> {
-    let u = state.meta.usage(caller.account_id).await?;
-    Ok(Json(UsageResponse {
-        plan: None,
-        quota: None,
-        used: u.used,
-        free: None,
-        stored_physical: u.stored_physical,
-        devices: u
-            .devices
-            .into_iter()
-            .map(|(device, bytes)| DeviceUsage { device, bytes })
-            .collect(),
-        categories: Vec::new(),
-    }))
 }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod backup;
+mod storage;
 pub mod upload;
 
 use axum::Router;
@@ -40,7 +41,18 @@ pub fn router(state: SharedState) -> Router {
                 .layer(DefaultBodyLimit::max(haven_format::pack::MAX_PACK_SIZE)),
         )
         .route("/v1/sessions", post(backup::open_session))
-        .route("/v1/usage", get(backup::usage))
+        .route("/v1/usage", get(storage::usage))
+        .route("/v1/plans", get(storage::plans))
+        .route("/v1/plan", put(storage::set_plan))
+        .route(
+            "/v1/categories",
+            get(storage::categories).post(storage::scanned),
+        )
+        .route("/v1/categories/{name}", put(storage::set_category))
+        .route(
+            "/v1/attempts",
+            get(storage::attempts).post(storage::add_attempt),
+        )
         .route("/v1/snapshots", post(backup::commit).get(backup::list))
         .route(
             "/v1/snapshots/{id}",
@@ -54,6 +66,59 @@ pub fn router(state: SharedState) -> Router {
         ))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// RFC 3339 (UTC, seconds) of a Unix time.
+pub fn rfc3339(secs: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// Parses an RFC 3339 UTC time into Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Result<i64, ApiError> {
+    humantime::parse_rfc3339(s)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+        .ok_or_else(|| ApiError::bad_request(format!("{s:?} is not an RFC 3339 UTC time.")))
+}
+
+/// The quota of an account's plan; `None` on a server without plans.
+pub async fn quota(state: &SharedState, account_id: i64) -> Result<Option<u64>, ApiError> {
+    if state.config.plans.is_empty() {
+        return Ok(None);
+    }
+    let account = state.meta.account(account_id).await?;
+    Ok(state
+        .config
+        .plan(account.and_then(|a| a.plan).as_deref())
+        .map(|p| p.quota_bytes))
+}
+
+/// The id of the caller's device named `name`, or of the caller's own device.
+pub async fn device_id(
+    state: &SharedState,
+    caller: &auth::Caller,
+    name: Option<&str>,
+) -> Result<i64, ApiError> {
+    let Some(name) = name else {
+        return Ok(caller.device_id);
+    };
+    match state
+        .meta
+        .devices(caller.account_id)
+        .await?
+        .into_iter()
+        .find(|d| d.name == name)
+    {
+        Some(d) => Ok(d.id),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!("Your account has no device named {name:?}."),
+        )
+        .fix("List your devices with `haven devices`.")),
+    }
 }
 
 async fn health(State(state): State<SharedState>) -> axum::Json<Health> {

@@ -106,9 +106,18 @@ async fn store_pack(
     // object, which a retried upload replaces (and GC removes).
     state.objects.put(&key, bytes).await?;
     haven_proto::fault::point("after-pack-store");
+    let quota = super::quota(state, caller.account_id).await?;
     let dup = state
         .meta
-        .pack_insert(caller.account_id, pack_id, &key, size, &blobs, session)
+        .pack_insert(
+            caller.account_id,
+            pack_id,
+            &key,
+            size,
+            &blobs,
+            session,
+            quota,
+        )
         .await?;
     haven_proto::fault::point("after-pack-index");
     Ok(PackStored {
