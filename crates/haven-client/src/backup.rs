@@ -506,6 +506,17 @@ fn run(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupRe
     let record = a
         .committer
         .commit(snapshot_blob, &refs, files, bytes, false)?;
+    // What is backed up now is no longer new: the next backup's estimate
+    // shrinks to what was left out.
+    let mut after = scan.report(categorizer);
+    for (r, f) in after.iter_mut().zip(&plan.filter) {
+        if *f == Filter::Include {
+            r.new_bytes = 0;
+        }
+    }
+    if let Err(e) = remote.report_scan(&after) {
+        tracing::warn!("cannot update the category figures on the server: {e}");
+    }
     Ok(BackupReport {
         id: record.id,
         device: record.device,
