@@ -361,10 +361,12 @@ fn list(device: Option<String>, all: bool, json: bool) -> Result<u8> {
         println!("No backups yet.");
     }
     for s in snaps {
-        let mark = if s.complete {
-            ""
-        } else {
+        let mark = if !s.complete {
             "  (checkpoint of an unfinished backup)"
+        } else if s.partial {
+            "  (partial: storage was short)"
+        } else {
+            ""
         };
         println!(
             "{}  {}  {:<16} {:>8} files  {:>10}{mark}",

@@ -115,10 +115,10 @@ fn a_backup_that_does_not_fit_uploads_nothing_under_no_partial() {
         .iter()
         .map(|f| f.as_str().unwrap())
         .collect();
-    // Biggest effect first: 97 MB more quota, then Photos, then Documents.
+    // Biggest effect first: 97 MB more quota, then Photos.
     assert!(fixes[0].contains("haven plan set big"), "{fixes:?}");
     assert!(fixes[1].contains("Photos"), "{fixes:?}");
-    assert!(fixes[2].contains("Documents"), "{fixes:?}");
+    assert_eq!(fixes.len(), 2, "a 20 kB saving is noise here: {fixes:?}");
 
     assert_eq!(pack_files(&server.data_dir), 0, "nothing was uploaded");
     let u = dev.json(&["storage", "--json"]);

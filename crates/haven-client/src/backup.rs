@@ -398,14 +398,15 @@ fn run(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupRe
     let skipped = plan.skipped(categorizer, &scan);
     let available = session.available.unwrap_or(u64::MAX);
     if !skipped.is_empty() && (!opts.partial || available < scan.metadata_need()) {
-        let fixes = space::fixes(remote, categorizer, &scan, &plan, session.quota);
+        let fixes = space::fixes(remote, categorizer, &scan, &plan, session.quota, available);
         return Err(space::quota_error(plan.needed, available, fixes));
     }
     if session.quota.is_some() {
         // Another device may have taken the space since the session opened.
         if let Err(e) = remote.open_session(Some(&session.session), Some(plan.reserve)) {
             if e.code() == ErrorCode::QuotaExceeded {
-                let fixes = space::fixes(remote, categorizer, &scan, &plan, session.quota);
+                let fixes =
+                    space::fixes(remote, categorizer, &scan, &plan, session.quota, available);
                 return Err(space::quota_error(
                     plan.reserve,
                     e.body().available.unwrap_or(0),
@@ -418,7 +419,7 @@ fn run(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupRe
     let fix = if skipped.is_empty() {
         Vec::new()
     } else {
-        space::fixes(remote, categorizer, &scan, &plan, session.quota)
+        space::fixes(remote, categorizer, &scan, &plan, session.quota, available)
     };
 
     let committer = Committer {

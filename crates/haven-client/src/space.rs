@@ -101,14 +101,18 @@ pub fn plan(
 }
 
 /// Ways to make room, biggest effect first: switching off a category,
-/// deleting a backup, a bigger plan.
+/// deleting a backup (never a device's newest complete one), a bigger
+/// plan. Fixes that make up less than a tenth of the shortfall are left
+/// out as noise.
 pub fn fixes(
     remote: &dyn Remote,
     c: &Categorizer,
     scan: &Scan,
     plan: &SpacePlan,
     quota: Option<u64>,
+    available: u64,
 ) -> Vec<String> {
+    let shortfall = plan.needed.saturating_sub(available);
     let mut out: Vec<(u64, String)> = Vec::new();
     for (i, name) in c.names().iter().enumerate() {
         let need = scan.categories[i].need();
@@ -123,6 +127,9 @@ pub fn fixes(
         }
     }
     if let Ok(mut backups) = remote.snapshots(None) {
+        // Newest first: the first complete backup of each device stays.
+        let mut newest = HashSet::new();
+        backups.retain(|b| !(b.complete && newest.insert(b.device_id)));
         backups.sort_by_key(|b| std::cmp::Reverse(b.freed_if_deleted));
         for b in backups.iter().filter(|b| b.freed_if_deleted > 0).take(3) {
             let short = &b.id[..8.min(b.id.len())];
@@ -150,6 +157,7 @@ pub fn fixes(
             ));
         }
     }
+    out.retain(|(effect, _)| *effect >= shortfall / 10);
     out.sort_by_key(|(effect, _)| std::cmp::Reverse(*effect));
     out.into_iter().take(6).map(|(_, f)| f).collect()
 }
