@@ -24,9 +24,13 @@ pub fn wants_json(c: &Command) -> bool {
         | Command::Storage { json }
         | Command::Categories { json, .. }
         | Command::Plan { json, .. }
-        | Command::Status { json } => *json,
+        | Command::Status { json }
+        | Command::Verify { json, .. } => *json,
         Command::Backups {
-            command: BackupsCommand::List { json, .. } | BackupsCommand::Delete { json, .. },
+            command:
+                BackupsCommand::List { json, .. }
+                | BackupsCommand::Delete { json, .. }
+                | BackupsCommand::Show { json, .. },
         } => *json,
     }
 }
@@ -143,6 +147,91 @@ pub fn run(command: Command) -> Result<u8> {
         } => crate::status::categories(command, device, json),
         Command::Plan { command, json } => crate::status::plan(command, json),
         Command::Status { json } => crate::status::status(json),
+        Command::Verify {
+            id,
+            read_data,
+            json,
+        } => {
+            let (_, profile, remote) = signed_in()?;
+            let snap = resolve(&remote, &profile, &id, None)?;
+            let keys = profile.master_key()?.keys();
+            let r = haven_client::inspect::verify(&remote, &keys, &snap, read_data)?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "Backup {}: {} directories, {} files, {} blobs {}: {} missing, {} corrupt.",
+                    short(&r.snapshot),
+                    r.trees,
+                    r.files,
+                    r.blobs,
+                    if r.read_data {
+                        "downloaded, decrypted and hashed"
+                    } else {
+                        "present on the server"
+                    },
+                    r.missing,
+                    r.corrupt
+                );
+                for p in r.affected.iter().take(50) {
+                    println!("  cannot be restored: {p}");
+                }
+            }
+            if r.ok {
+                Ok(0)
+            } else {
+                Err(ClientError::new(
+                    ErrorCode::Corrupted,
+                    format!("Backup {} is damaged: {} paths cannot be restored.", short(&r.snapshot), r.affected.len()),
+                )
+                .fix("Run `haven backup`: it uploads again whatever this device still has, which repairs every backup that shares it.")
+                .fix("Everything else in the backup still restores.")
+                .fix("Tell the server's operator: the server's disk may be failing (`haven-server scrub`)."))
+            }
+        }
+        Command::Backups {
+            command: BackupsCommand::Show { id, json },
+        } => {
+            let (_, profile, remote) = signed_in()?;
+            let snap = resolve(&remote, &profile, &id, None)?;
+            let keys = profile.master_key()?.keys();
+            let paths = haven_client::inspect::damaged_paths(&remote, &keys, &snap)?;
+            if json {
+                let mut v = serde_json::to_value(&snap).unwrap_or_default();
+                v["damaged_paths"] = serde_json::to_value(&paths).unwrap_or_default();
+                print_json(&v);
+            } else {
+                println!(
+                    "Backup {} of {:?} from {}: {} files, {}, health {}{}.",
+                    snap.id,
+                    snap.device,
+                    snap.time,
+                    snap.files,
+                    human_bytes(snap.bytes),
+                    snap.health,
+                    if snap.partial { ", partial" } else { "" }
+                );
+                println!("Deleting it frees {}.", human_bytes(snap.freed_if_deleted));
+                for c in &snap.categories {
+                    println!(
+                        "  {:<12} {:>10} in {} files",
+                        c.name,
+                        human_bytes(c.bytes),
+                        c.files
+                    );
+                }
+                if !paths.is_empty() {
+                    println!(
+                        "Damaged: {} paths cannot be restored until a device that has them backs up again:",
+                        paths.len()
+                    );
+                    for p in paths.iter().take(100) {
+                        println!("  {p}");
+                    }
+                }
+            }
+            Ok(0)
+        }
         Command::Backups {
             command: BackupsCommand::List { device, all, json },
         } => list(device, all, json),
@@ -361,7 +450,9 @@ fn list(device: Option<String>, all: bool, json: bool) -> Result<u8> {
         println!("No backups yet.");
     }
     for s in snaps {
-        let mark = if !s.complete {
+        let mark = if s.health != "ok" {
+            "  (DAMAGED: `haven backups show` lists what; the next backup repairs what this device still has)"
+        } else if !s.complete {
             "  (checkpoint of an unfinished backup)"
         } else if s.partial {
             "  (partial: storage was short)"

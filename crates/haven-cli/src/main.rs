@@ -112,6 +112,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a backup: every directory listing, and that the server holds
+    /// every blob (with --read-data: download, decrypt and hash them all).
+    Verify {
+        /// Backup id (or a unique prefix), or `latest`.
+        #[arg(default_value = "latest")]
+        id: String,
+        /// Download and check every blob.
+        #[arg(long)]
+        read_data: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or switch the categories backed up from this device.
     Categories {
         #[command(subcommand)]
@@ -173,6 +186,14 @@ pub enum BackupsCommand {
         /// Every device's backups.
         #[arg(long)]
         all: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a backup, with the paths it cannot restore if it is damaged.
+    Show {
+        /// Backup id or a unique prefix, or `latest`.
+        id: String,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,

@@ -98,6 +98,9 @@ pub struct Archiver<'a> {
     pub categories: Option<(&'a Categorizer, Vec<Filter>)>,
     /// Files and bytes backed up per category.
     pub stats: Vec<(u64, u64)>,
+    /// Blobs the server reported damaged or missing: files that hold them
+    /// are read again even when unchanged, which uploads them again.
+    pub damaged: HashSet<BlobId>,
     frames: Vec<Frame>,
 }
 
@@ -142,6 +145,7 @@ impl<'a> Archiver<'a> {
             warnings,
             categories: None,
             stats: Vec::new(),
+            damaged: HashSet::new(),
             frames: Vec::new(),
         }
     }
@@ -412,11 +416,16 @@ impl<'a> Archiver<'a> {
                 Some(o) if keep_old => {
                     for c in &o.content {
                         self.refs.insert(c.0);
-                        self.seen.insert(c.0);
+                        if !self.damaged.contains(&c.0) {
+                            self.seen.insert(c.0);
+                        }
                     }
                     o.clone()
                 }
-                Some(o) if fsmeta::unchanged(o, meta) => {
+                Some(o)
+                    if fsmeta::unchanged(o, meta)
+                        && !o.content.iter().any(|c| self.damaged.contains(&c.0)) =>
+                {
                     for c in &o.content {
                         self.refs.insert(c.0);
                         self.seen.insert(c.0);

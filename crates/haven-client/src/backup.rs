@@ -465,6 +465,7 @@ fn run(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupRe
             keys, remote, cache, excluder, &counters, progress, &pipe, work_tx, committer, warnings,
         );
         a.categories = Some((categorizer, plan.filter.clone()));
+        a.damaged = session.damaged.iter().copied().collect();
         let walked = (|| -> Result<BlobId> {
             let root = a.virtual_dir(Path::new("/"), &sel, parent_root, None)?;
             let files = counters.files.load(Ordering::Relaxed);

@@ -448,6 +448,11 @@ impl Remote for HttpRemote {
         self.get("/v1/devices")
     }
 
+    fn snapshot_damaged(&self, id: &str) -> Result<Vec<BlobId>> {
+        let r: DamagedResponse = self.get(&format!("/v1/snapshots/{}/damaged", sanitize_id(id)))?;
+        Ok(r.blobs)
+    }
+
     fn report_scan(&self, scan: &[CategoryScan]) -> Result<Vec<CategoryInfo>> {
         self.post(
             "/v1/categories",

@@ -15,6 +15,7 @@ mod error;
 mod fsmeta;
 pub mod history;
 mod http;
+pub mod inspect;
 mod pipeline;
 pub mod profile;
 mod remote;

@@ -32,6 +32,8 @@ pub trait Remote: Send + Sync {
     fn usage(&self) -> Result<haven_proto::UsageResponse>;
     /// The account's devices.
     fn devices(&self) -> Result<Vec<DeviceInfo>>;
+    /// The damaged or missing blobs a snapshot references.
+    fn snapshot_damaged(&self, id: &str) -> Result<Vec<haven_format::BlobId>>;
     /// Records this device's scan; returns its categories and switches.
     fn report_scan(&self, scan: &[CategoryScan]) -> Result<Vec<CategoryInfo>>;
     /// Records a backup attempt in the device's history.

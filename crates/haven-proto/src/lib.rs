@@ -252,6 +252,18 @@ pub struct SessionResponse {
     /// and what other running backups reserved. `null` without a quota.
     #[serde(default)]
     pub available: Option<u64>,
+    /// Blobs of the account that scrub found damaged or missing: the
+    /// backup uploads them again from files that still have them, even
+    /// unchanged ones.
+    #[serde(default)]
+    pub damaged: Vec<BlobId>,
+}
+
+/// `GET /v1/snapshots/{id}/damaged`: the damaged or missing blobs a backup
+/// references (the client maps them to paths).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DamagedResponse {
+    pub blobs: Vec<BlobId>,
 }
 
 /// A committed backup as the server records it.
@@ -280,10 +292,21 @@ pub struct SnapshotRecord {
     /// What the backup holds per category (logical sizes).
     #[serde(default)]
     pub categories: Vec<CategoryStat>,
+    /// `ok`, or `damaged` when scrub found blobs it references damaged or
+    /// missing (the next backup of a device that has them heals it).
+    #[serde(default = "ok")]
+    pub health: String,
+    /// How many referenced blobs are damaged or missing.
+    #[serde(default)]
+    pub damaged_blobs: u64,
     /// In a commit's answer: older backups of the device that the
     /// retention policy removed after this one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<String>,
+}
+
+fn ok() -> String {
+    "ok".into()
 }
 
 /// `GET /v1/usage`: where the account's storage went.

@@ -44,6 +44,8 @@ pub const KEYS: &[&str] = &[
     "keep_weekly",
     "expire_days",
     "maintenance_minutes",
+    "scrub_days",
+    "gc_hours",
 ];
 
 /// Everything the server can be configured with. See docs/OPERATIONS.md.
@@ -81,8 +83,12 @@ pub struct Config {
     /// Backups of a device that has not backed up for this many days
     /// expire (0: never).
     pub expire_days: u32,
-    /// How often the maintenance job (expiry) runs.
+    /// How often the maintenance job looks for due work (expiry, scrub, GC).
     pub maintenance_minutes: u32,
+    /// Days between scrubs (0: only `haven-server scrub`).
+    pub scrub_days: u32,
+    /// Hours between GC passes (0: only `haven-server gc`).
+    pub gc_hours: u32,
 }
 
 impl Default for Config {
@@ -103,6 +109,8 @@ impl Default for Config {
             keep_weekly: 4,
             expire_days: 180,
             maintenance_minutes: 60,
+            scrub_days: 7,
+            gc_hours: 24,
         }
     }
 }

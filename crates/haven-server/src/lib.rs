@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod integrity;
 pub mod retention;
 pub mod state;
 
@@ -90,7 +91,9 @@ impl Bound {
     }
 }
 
-/// Periodic work: expiry of devices that stopped backing up.
+/// Periodic work: expiry of devices that stopped backing up, and scrub
+/// and GC when their last run (recorded in the database, so restarts do
+/// not reset the schedule) is older than their interval.
 async fn maintenance(state: SharedState) {
     let every =
         std::time::Duration::from_secs(u64::from(state.config.maintenance_minutes.max(1)) * 60);
@@ -100,8 +103,49 @@ async fn maintenance(state: SharedState) {
             Ok(n) => tracing::info!(deleted = n, "expired backups deleted"),
             Err(e) => tracing::error!(error = %e, "expiry failed; it runs again later"),
         }
+        if due(&state, "gc", i64::from(state.config.gc_hours) * 3600).await {
+            match integrity::gc(&state).await {
+                Ok(r) => tracing::info!(?r, "gc done"),
+                Err(e) => tracing::error!(error = %e, "gc failed; it runs again later"),
+            }
+        }
+        if due(&state, "scrub", i64::from(state.config.scrub_days) * 86_400).await {
+            match integrity::scrub(&state).await {
+                Ok(r) if r.damaged + r.missing > 0 => tracing::error!(
+                    damaged = r.damaged,
+                    missing = r.missing,
+                    backups = r.damaged_backups,
+                    "scrub found damaged or missing data; the next backup of each device re-uploads what it still has"
+                ),
+                Ok(r) => tracing::info!(checked = r.checked, "scrub: every blob is intact"),
+                Err(e) => tracing::error!(error = %e, "scrub failed; it runs again later"),
+            }
+        }
         tokio::time::sleep(every).await;
     }
+}
+
+async fn due(state: &SharedState, job: &str, interval_secs: i64) -> bool {
+    if interval_secs == 0 {
+        return false;
+    }
+    match state.meta.job_last(job).await {
+        Ok(Some((_, finished, _))) => haven_store::now_secs() - finished >= interval_secs,
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+/// Runs a scrub with the server's stores (also while the server runs).
+pub async fn run_scrub(config: &Config) -> anyhow::Result<integrity::ScrubReport> {
+    let state = open_state(config.clone()).await?;
+    Ok(integrity::scrub(&state).await?)
+}
+
+/// Runs a GC pass with the server's stores (also while the server runs).
+pub async fn run_gc(config: &Config) -> anyhow::Result<integrity::GcReport> {
+    let state = open_state(config.clone()).await?;
+    Ok(integrity::gc(&state).await?)
 }
 
 /// Creates a one-time invite (for `plan`, or the default plan) and

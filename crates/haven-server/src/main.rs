@@ -39,6 +39,24 @@ enum Command {
         #[arg(long, env = "HAVEN_ALLOW_SIGNUP")]
         allow_signup: bool,
     },
+    /// Check every stored blob; mark damaged and missing ones (also while
+    /// the server runs).
+    Scrub {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove data no backup and no running upload references (also while
+    /// the server runs).
+    Gc {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -123,6 +141,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
         }
         Command::User { command } => user(command).await,
+        Command::Scrub { common, json } => {
+            let config = load(common, None, false)?;
+            let r = haven_server::run_scrub(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "Checked {} blobs in {} packs ({:.2} GB) in {:.1} s: {} damaged, {} missing, {} backups affected.",
+                    r.checked,
+                    r.packs,
+                    r.bytes as f64 / 1e9,
+                    r.duration_secs,
+                    r.damaged,
+                    r.missing,
+                    r.damaged_backups
+                );
+                if r.damaged + r.missing > 0 {
+                    println!(
+                        "The damaged data is quarantined. The next backup of each device uploads again what the device still has; `haven backups list` shows which backups are affected."
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Gc { common, json } => {
+            let config = load(common, None, false)?;
+            let r = haven_server::run_gc(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "Removed {} unreferenced blobs ({:.2} GB); deleted {} packs, rewrote {}; expired {} abandoned uploads; {:.1} s.",
+                    r.blobs_removed,
+                    r.bytes_removed as f64 / 1e9,
+                    r.packs_deleted,
+                    r.packs_rewritten,
+                    r.sessions_expired,
+                    r.duration_secs
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -115,6 +115,8 @@ pub struct SnapshotRow {
     pub blobs: u64,
     pub complete: bool,
     pub partial: bool,
+    /// Referenced blobs that scrub found damaged or missing.
+    pub damaged: u64,
     /// Per-category figures, JSON.
     pub categories: String,
 }
@@ -170,6 +172,45 @@ pub struct AttemptRow {
     pub fix: String,
     pub snapshot: Option<String>,
     pub uploaded: u64,
+}
+
+/// A pack as the index knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackRow {
+    pub account_id: i64,
+    pub id: PackId,
+    pub object_key: String,
+    pub size: u64,
+}
+
+/// A blob's index entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    pub id: BlobId,
+    pub kind: u8,
+    pub offset: u64,
+    pub length: u32,
+    pub hash: Vec<u8>,
+    /// See [`BLOB_OK`], [`BLOB_DAMAGED`], [`BLOB_MISSING`].
+    pub state: u8,
+}
+
+/// Scrub verdicts.
+pub const BLOB_OK: u8 = 0;
+pub const BLOB_DAMAGED: u8 = 1;
+pub const BLOB_MISSING: u8 = 2;
+
+/// What one GC pass over an account removed from the index, and what it
+/// left for the caller to do with the pack files.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcOutcome {
+    pub sessions_expired: u64,
+    pub blobs_removed: u64,
+    pub bytes_removed: u64,
+    /// Objects of packs left with no blob: delete them.
+    pub dead_objects: Vec<String>,
+    /// Packs whose live blobs fill less than half of them: rewrite them.
+    pub sparse: Vec<PackRow>,
 }
 
 /// How long a reservation holds without activity of its session: a
@@ -325,6 +366,59 @@ pub trait MetaStore: Send + Sync + 'static {
         device_id: i64,
         rows: &[CategoryRow],
     ) -> Result<(), StoreError>;
+
+    /// Every indexed pack of every account.
+    async fn packs_all(&self) -> Result<Vec<PackRow>, StoreError>;
+    /// The blobs indexed in a pack, by offset.
+    async fn pack_blobs(
+        &self,
+        account_id: i64,
+        pack: PackId,
+    ) -> Result<Vec<StoredBlob>, StoreError>;
+    /// Records scrub verdicts for blobs still located in `pack` (a blob
+    /// healed or moved meanwhile keeps its state). Returns how many changed.
+    async fn blobs_mark(
+        &self,
+        account_id: i64,
+        pack: PackId,
+        states: &[(BlobId, u8)],
+    ) -> Result<u64, StoreError>;
+    /// The account's damaged or missing blobs.
+    async fn damaged_blobs(&self, account_id: i64) -> Result<Vec<BlobId>, StoreError>;
+    /// The damaged or missing blobs a snapshot references.
+    async fn snapshot_damaged(&self, account_id: i64, id: &str) -> Result<Vec<BlobId>, StoreError>;
+    /// One GC pass over an account, in one transaction: closes sessions
+    /// inactive since `session_cutoff`, removes index entries of blobs no
+    /// snapshot and no open session references, and drops packs left
+    /// empty. A commit is serialized with it: it either references blobs
+    /// before they are removed (then they stay) or is refused after.
+    async fn gc_account(
+        &self,
+        account_id: i64,
+        session_cutoff: i64,
+    ) -> Result<GcOutcome, StoreError>;
+    /// Points the blobs of `old` that are still there at their copies in
+    /// the rewritten pack `new`, and drops `old` from the index if no blob
+    /// is left in it (then its object may be deleted: returns true).
+    async fn pack_rewritten(
+        &self,
+        account_id: i64,
+        old: PackId,
+        new: PackId,
+        new_key: &str,
+        new_size: u64,
+        blobs: &[PackBlob],
+    ) -> Result<bool, StoreError>;
+    /// Records a run of a maintenance job.
+    async fn job_record(
+        &self,
+        kind: &str,
+        started: i64,
+        finished: i64,
+        report: &str,
+    ) -> Result<(), StoreError>;
+    /// The last run of a job: `(started, finished, report)`.
+    async fn job_last(&self, kind: &str) -> Result<Option<(i64, i64, String)>, StoreError>;
 
     /// Records a backup attempt.
     async fn attempt_add(

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_sessions.sql"),
     include_str!("../migrations/sqlite/0003_usage.sql"),
     include_str!("../migrations/sqlite/0004_plans.sql"),
+    include_str!("../migrations/sqlite/0005_integrity.sql"),
 ];
 
 /// SQLite behind [`MetaStore`].
@@ -50,6 +51,7 @@ fn snapshot_row(r: &sqlx::sqlite::SqliteRow) -> Result<SnapshotRow, StoreError> 
         complete: r.try_get("complete")?,
         partial: r.try_get("partial")?,
         categories: r.try_get("categories")?,
+        damaged: r.try_get::<i64, _>("damaged")? as u64,
     })
 }
 
@@ -113,7 +115,9 @@ const OPEN_SESSION_PACKS: &str = "SELECT p.id FROM packs p JOIN sessions s ON s.
      AND s.id = p.session_id WHERE p.account_id = ?1 AND s.closed IS NULL";
 
 const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.time, s.files, s.bytes, \
-     s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete, s.partial, s.categories \
+     s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete, s.partial, s.categories, \
+     (SELECT COUNT(*) FROM blobs b JOIN snapshot_refs r ON r.account_id = b.account_id AND r.blob_id = b.id \
+      WHERE b.account_id = s.account_id AND b.damaged <> 0 AND r.snapshot_id = s.id) AS damaged \
      FROM snapshots s JOIN devices d ON d.id = s.device_id";
 
 impl SqliteMeta {
@@ -408,12 +412,13 @@ impl MetaStore for SqliteMeta {
         let mut conn = self.pool.acquire().await?;
         let mut missing = Vec::new();
         for id in ids {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM blobs WHERE account_id = ? AND id = ?")
-                    .bind(account_id)
-                    .bind(&id.0[..])
-                    .fetch_optional(&mut *conn)
-                    .await?;
+            let found: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM blobs WHERE account_id = ? AND id = ? AND damaged = 0",
+            )
+            .bind(account_id)
+            .bind(&id.0[..])
+            .fetch_optional(&mut *conn)
+            .await?;
             if found.is_none() {
                 missing.push(*id);
             }
@@ -448,25 +453,38 @@ impl MetaStore for SqliteMeta {
         let mut dup = 0;
         let mut new_bytes = 0u64;
         for b in blobs {
-            let n = sqlx::query(
-                "INSERT OR IGNORE INTO blobs (account_id, id, kind, pack_id, offset, length, hash) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(account_id)
-            .bind(&b.id.0[..])
-            .bind(b.kind as u8 as i64)
-            .bind(&pack.0[..])
-            .bind(b.offset as i64)
-            .bind(b.length as i64)
-            .bind(&b.hash[..])
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
-                dup += 1;
-            } else {
-                new_bytes += b.length as u64;
-            }
+            let state: Option<i64> =
+                sqlx::query_scalar("SELECT damaged FROM blobs WHERE account_id = ? AND id = ?")
+                    .bind(account_id)
+                    .bind(&b.id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            let sql = match state {
+                None => {
+                    new_bytes += b.length as u64;
+                    "INSERT INTO blobs (kind, pack_id, offset, length, hash, account_id, id) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)"
+                }
+                Some(0) => {
+                    dup += 1;
+                    continue;
+                }
+                // Scrub found the stored copy damaged or missing: this one heals it.
+                Some(_) => {
+                    "UPDATE blobs SET kind = ?, pack_id = ?, offset = ?, length = ?, hash = ?, damaged = 0 \
+                     WHERE account_id = ? AND id = ?"
+                }
+            };
+            sqlx::query(sql)
+                .bind(b.kind as u8 as i64)
+                .bind(&pack.0[..])
+                .bind(b.offset as i64)
+                .bind(b.length as i64)
+                .bind(&b.hash[..])
+                .bind(account_id)
+                .bind(&b.id.0[..])
+                .execute(&mut *tx)
+                .await?;
         }
         if let Some(q) = quota
             && new_bytes > 0
@@ -1025,4 +1043,240 @@ impl MetaStore for SqliteMeta {
             })
             .collect()
     }
+
+    async fn packs_all(&self) -> Result<Vec<PackRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT account_id, id, object_key, size FROM packs ORDER BY account_id, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pack_row).collect()
+    }
+
+    async fn pack_blobs(
+        &self,
+        account_id: i64,
+        pack: PackId,
+    ) -> Result<Vec<StoredBlob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, offset, length, hash, damaged FROM blobs \
+             WHERE account_id = ? AND pack_id = ? ORDER BY offset",
+        )
+        .bind(account_id)
+        .bind(&pack.0[..])
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredBlob {
+                    id: blob_id(&r.try_get::<Vec<u8>, _>("id")?)?,
+                    kind: r.try_get::<i64, _>("kind")? as u8,
+                    offset: r.try_get::<i64, _>("offset")? as u64,
+                    length: r.try_get::<i64, _>("length")? as u32,
+                    hash: r.try_get("hash")?,
+                    state: r.try_get::<i64, _>("damaged")? as u8,
+                })
+            })
+            .collect()
+    }
+
+    async fn blobs_mark(
+        &self,
+        account_id: i64,
+        pack: PackId,
+        states: &[(BlobId, u8)],
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut changed = 0;
+        for (id, state) in states {
+            changed += sqlx::query(
+                "UPDATE blobs SET damaged = ? WHERE account_id = ? AND id = ? AND pack_id = ? AND damaged <> ?",
+            )
+            .bind(i64::from(*state))
+            .bind(account_id)
+            .bind(&id.0[..])
+            .bind(&pack.0[..])
+            .bind(i64::from(*state))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    async fn damaged_blobs(&self, account_id: i64) -> Result<Vec<BlobId>, StoreError> {
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT id FROM blobs WHERE account_id = ? AND damaged <> 0")
+                .bind(account_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(|r| blob_id(r)).collect()
+    }
+
+    async fn snapshot_damaged(&self, account_id: i64, id: &str) -> Result<Vec<BlobId>, StoreError> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT b.id FROM blobs b JOIN snapshot_refs r ON r.account_id = b.account_id AND r.blob_id = b.id \
+             WHERE b.account_id = ? AND b.damaged <> 0 AND r.snapshot_id = ?",
+        )
+        .bind(account_id)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| blob_id(r)).collect()
+    }
+
+    async fn gc_account(
+        &self,
+        account_id: i64,
+        session_cutoff: i64,
+    ) -> Result<GcOutcome, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut out = GcOutcome {
+            sessions_expired: sqlx::query(
+                "UPDATE sessions SET closed = ? WHERE account_id = ? AND closed IS NULL AND last_active < ?",
+            )
+            .bind(now_secs())
+            .bind(account_id)
+            .bind(session_cutoff)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected(),
+            ..GcOutcome::default()
+        };
+        let garbage = format!(
+            "account_id = ?1 AND NOT EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.account_id = blobs.account_id \
+             AND r.blob_id = blobs.id) AND pack_id NOT IN ({OPEN_SESSION_PACKS})"
+        );
+        let (count, bytes): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blobs WHERE {garbage}"
+        ))
+        .bind(account_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        sqlx::query(&format!("DELETE FROM blobs WHERE {garbage}"))
+            .bind(account_id)
+            .execute(&mut *tx)
+            .await?;
+        out.blobs_removed = count as u64;
+        out.bytes_removed = bytes as u64;
+        let dead = sqlx::query(&format!(
+            "SELECT account_id, id, object_key, size FROM packs p WHERE p.account_id = ?1 \
+             AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.account_id = p.account_id AND b.pack_id = p.id) \
+             AND p.id NOT IN ({OPEN_SESSION_PACKS})"
+        ))
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for r in &dead {
+            let p = pack_row(r)?;
+            sqlx::query("DELETE FROM packs WHERE account_id = ? AND id = ?")
+                .bind(account_id)
+                .bind(&p.id.0[..])
+                .execute(&mut *tx)
+                .await?;
+            out.dead_objects.push(p.object_key);
+        }
+        let sparse = sqlx::query(&format!(
+            "SELECT p.account_id, p.id, p.object_key, p.size FROM packs p \
+             JOIN blobs b ON b.account_id = p.account_id AND b.pack_id = p.id \
+             WHERE p.account_id = ?1 AND p.id NOT IN ({OPEN_SESSION_PACKS}) \
+             GROUP BY p.id HAVING SUM(b.length) * 2 < p.size"
+        ))
+        .bind(account_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        out.sparse = sparse.iter().map(pack_row).collect::<Result<_, _>>()?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn pack_rewritten(
+        &self,
+        account_id: i64,
+        old: PackId,
+        new: PackId,
+        new_key: &str,
+        new_size: u64,
+        blobs: &[PackBlob],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT OR IGNORE INTO packs (account_id, id, object_key, size, created, session_id) \
+             VALUES (?, ?, ?, ?, ?, NULL)",
+        )
+        .bind(account_id)
+        .bind(&new.0[..])
+        .bind(new_key)
+        .bind(new_size as i64)
+        .bind(now_secs())
+        .execute(&mut *tx)
+        .await?;
+        for b in blobs {
+            sqlx::query(
+                "UPDATE blobs SET pack_id = ?, offset = ?, length = ?, hash = ? \
+                 WHERE account_id = ? AND id = ? AND pack_id = ?",
+            )
+            .bind(&new.0[..])
+            .bind(b.offset as i64)
+            .bind(b.length as i64)
+            .bind(&b.hash[..])
+            .bind(account_id)
+            .bind(&b.id.0[..])
+            .bind(&old.0[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM blobs WHERE account_id = ? AND pack_id = ?")
+                .bind(account_id)
+                .bind(&old.0[..])
+                .fetch_one(&mut *tx)
+                .await?;
+        if left == 0 {
+            sqlx::query("DELETE FROM packs WHERE account_id = ? AND id = ?")
+                .bind(account_id)
+                .bind(&old.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(left == 0)
+    }
+
+    async fn job_record(
+        &self,
+        kind: &str,
+        started: i64,
+        finished: i64,
+        report: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO jobs (kind, started, finished, report) VALUES (?, ?, ?, ?)")
+            .bind(kind)
+            .bind(started)
+            .bind(finished)
+            .bind(report)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn job_last(&self, kind: &str) -> Result<Option<(i64, i64, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT started, finished, report FROM jobs WHERE kind = ? ORDER BY id DESC LIMIT 1",
+        )
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+}
+
+fn pack_row(r: &sqlx::sqlite::SqliteRow) -> Result<PackRow, StoreError> {
+    let id: Vec<u8> = r.try_get("id")?;
+    Ok(PackRow {
+        account_id: r.try_get("account_id")?,
+        id: PackId(blob_id(&id)?.0),
+        object_key: r.try_get("object_key")?,
+        size: r.try_get::<i64, _>("size")? as u64,
+    })
 }

@@ -123,9 +123,16 @@ pub async fn fetch(
                 }
             }
             Err(StoreError::NotFound) | Err(StoreError::Invalid(_)) => {
-                tracing::warn!(pack = %first.object_key, "pack is missing or truncated");
+                // GC may have moved the blobs to a rewritten pack since
+                // they were looked up: look again, one by one.
                 for id in &req.ids[i..j] {
-                    push_record(&mut out, id, Record::Missing);
+                    match read_again(&state, caller.account_id, id).await? {
+                        Some(b) => push_record(&mut out, id, Record::Found(&b)),
+                        None => {
+                            tracing::warn!(pack = %first.object_key, blob = %id, "blob is missing or truncated");
+                            push_record(&mut out, id, Record::Missing);
+                        }
+                    }
                 }
             }
             Err(e) => return Err(e.into()),
@@ -133,6 +140,28 @@ pub async fn fetch(
         i = j;
     }
     Ok(out)
+}
+
+/// A blob read from its current location, if intact.
+async fn read_again(
+    state: &SharedState,
+    account_id: i64,
+    id: &BlobId,
+) -> ApiResult<Option<Vec<u8>>> {
+    let Some(Some(loc)) = state.meta.blob_locations(account_id, &[*id]).await?.pop() else {
+        return Ok(None);
+    };
+    match state
+        .objects
+        .get_ranges(&loc.object_key, vec![(loc.offset, loc.length)])
+        .await
+    {
+        Ok(mut v) => Ok(v
+            .pop()
+            .filter(|b| blake3::hash(b).as_bytes()[..] == loc.hash[..])),
+        Err(StoreError::NotFound) | Err(StoreError::Invalid(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Most blob bytes in one fetch answer.
@@ -172,6 +201,8 @@ fn record(r: SnapshotRow) -> SnapshotRecord {
         freed_if_deleted: 0,
         partial: r.partial,
         categories: serde_json::from_str(&r.categories).unwrap_or_default(),
+        health: if r.damaged > 0 { "damaged" } else { "ok" }.into(),
+        damaged_blobs: r.damaged,
         pruned: Vec::new(),
     }
 }
@@ -278,6 +309,21 @@ pub async fn get(
     }
 }
 
+/// `GET /v1/snapshots/{id}/damaged`.
+pub async fn damaged(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DamagedResponse>> {
+    check_snapshot_id(&id)?;
+    if state.meta.snapshot(caller.account_id, &id).await?.is_none() {
+        return Err(ApiError::not_found("backup"));
+    }
+    Ok(Json(DamagedResponse {
+        blobs: state.meta.snapshot_damaged(caller.account_id, &id).await?,
+    }))
+}
+
 /// `DELETE /v1/snapshots/{id}`.
 pub async fn delete(
     State(state): State<SharedState>,
@@ -316,6 +362,7 @@ pub async fn open_session(
         retention_days: state.config.session_days,
         quota,
         available: info.available,
+        damaged: state.meta.damaged_blobs(caller.account_id).await?,
     }))
 }
 

@@ -58,6 +58,7 @@ pub fn router(state: SharedState) -> Router {
             "/v1/snapshots/{id}",
             get(backup::get).delete(backup::delete),
         )
+        .route("/v1/snapshots/{id}/damaged", get(backup::damaged))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(middleware::from_fn_with_state(

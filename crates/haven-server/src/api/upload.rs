@@ -43,10 +43,7 @@ fn parse_id(id: &str) -> ApiResult<PackId> {
     PackId::from_hex(id).map_err(|_| ApiError::bad_request("A pack id is 64 hex characters."))
 }
 
-fn object_key(account_id: i64, pack: &PackId) -> String {
-    let hex = pack.to_hex();
-    format!("packs/{account_id}/{}/{hex}", &hex[..2])
-}
+use crate::integrity::object_key;
 
 fn staging_path(state: &SharedState, account_id: i64, pack: &PackId) -> PathBuf {
     state
