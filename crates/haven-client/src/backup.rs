@@ -317,17 +317,23 @@ fn backup_locked(
         opts,
         progress,
     };
-    let result = match run(&ctx, parent.as_ref()) {
-        Err(e) if e.code() == ErrorCode::BlobsMissing && parent.is_some() => {
-            // The server lost blobs the previous backup referenced: read
-            // everything again so that this backup re-uploads them.
-            tracing::warn!(
-                "the server is missing data of the previous backup; reading every file again"
-            );
-            run(&ctx, None)
+    let mut result = run(&ctx, parent.as_ref());
+    // The server no longer has blobs this run relied on: lost data of the
+    // previous backup, or unreferenced data that GC collected between the
+    // "missing?" answer and the commit (the commit is refused then, never
+    // accepted with holes). Read everything again: the "missing?" answers
+    // are fresh, so this run uploads them.
+    for _ in 0..2 {
+        match &result {
+            Err(e) if e.code() == ErrorCode::BlobsMissing => {
+                tracing::warn!(
+                    "the server is missing data this backup relies on; reading every file again"
+                );
+                result = run(&ctx, None);
+            }
+            _ => break,
         }
-        other => other,
-    };
+    }
     if result.is_ok() {
         let _ = fs::remove_file(session_file(dir));
     }

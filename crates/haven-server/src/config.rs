@@ -185,6 +185,9 @@ impl Config {
 
     /// Checks the plans and fills their sizes in bytes.
     pub fn validate(&mut self) -> anyhow::Result<()> {
+        if self.keep_last == 0 {
+            bail!("keep_last = 0 would delete the backup just made: keep at least 1");
+        }
         for i in 0..self.plans.len() {
             let p = &self.plans[i];
             if p.name.trim().is_empty() {

@@ -25,9 +25,20 @@ impl LocalDirStore {
         let tmp = root.join("tmp");
         fs::create_dir_all(&objects)?;
         fs::create_dir_all(&tmp)?;
-        // Temp files belong to puts that never finished (the process died).
+        // Temp files untouched for an hour belong to puts that never
+        // finished (the process died). Younger ones may be a running
+        // server's: `haven-server scrub`, `gc` and `user` open the store
+        // while it serves.
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
         for e in fs::read_dir(&tmp)? {
-            let _ = fs::remove_file(e?.path());
+            let e = e?;
+            let stale = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if stale {
+                let _ = fs::remove_file(e.path());
+            }
         }
         Ok(LocalDirStore { objects, tmp })
     }

@@ -4,7 +4,8 @@
 use haven_format::blob::BlobKind;
 use haven_format::{BlobId, PackId};
 use haven_store::meta::{
-    AttemptRow, CategoryRow, EMAIL_TAKEN, INVITE_INVALID, NewAccount, NewSnapshot, PackBlob,
+    AttemptRow, BLOB_DAMAGED, CategoryRow, EMAIL_TAKEN, INVITE_INVALID, NewAccount, NewSnapshot,
+    PackBlob,
 };
 use haven_store::{LocalDirStore, MetaStore, ObjectStore, SqliteMeta, StoreError};
 
@@ -283,6 +284,7 @@ async fn meta_store_contract(m: &dyn MetaStore) {
     );
 
     quota_contract(m, b, db.id).await;
+    gc_contract(m, b, db.id).await;
 
     // Category switches and scans, attempts.
     m.category_set(a, da.id, "Photos", false)
@@ -428,6 +430,123 @@ async fn quota_contract(m: &dyn MetaStore, b: i64, device: i64) {
         Err(StoreError::QuotaExceeded { .. })
     ));
     assert!(m.snapshot(b, "q2").await.expect("get").is_none());
+}
+
+/// GC keeps what snapshots and open sessions reference, and a commit
+/// after GC that references collected blobs is refused.
+async fn gc_contract(m: &dyn MetaStore, b: i64, device: i64) {
+    let now = haven_store::now_secs();
+    let s = m
+        .session_open(b, device, None, None, None)
+        .await
+        .expect("session");
+    m.pack_insert(
+        b,
+        PackId([40; 32]),
+        "packs/b/40",
+        500,
+        &[blob(40)],
+        Some(&s.id),
+        None,
+    )
+    .await
+    .expect("pack");
+    m.pack_insert(
+        b,
+        PackId([41; 32]),
+        "packs/b/41",
+        500,
+        &[blob(41)],
+        None,
+        None,
+    )
+    .await
+    .expect("pack");
+    let out = m.gc_account(b, now - 3600).await.expect("gc");
+    assert_eq!(
+        out.blobs_removed, 3,
+        "41 and the blobs of the deleted q1/q2 tests"
+    );
+    assert!(out.dead_objects.contains(&"packs/b/41".to_string()));
+    assert_eq!(
+        m.blobs_missing(b, &[BlobId([40; 32]), BlobId([41; 32])])
+            .await
+            .expect("missing"),
+        vec![BlobId([41; 32])],
+        "the open session's blob stays"
+    );
+    // A backup that was told 41 existed commits after GC: refused.
+    let mut c = snap(b, device, "g1", None, &[40, 41], &[]);
+    c.snapshot_blob = BlobId([40; 32]);
+    assert!(matches!(
+        m.snapshot_commit(&c).await,
+        Err(StoreError::BlobsMissing(ids)) if ids == vec![BlobId([41; 32])]
+    ));
+    // An expired session protects nothing.
+    let out = m.gc_account(b, now + 3600).await.expect("gc");
+    assert_eq!(out.sessions_expired, 2, "this one and the quota test's s2");
+    assert_eq!(out.blobs_removed, 1);
+    // Scrub marks, and a new copy heals.
+    m.pack_insert(
+        b,
+        PackId([42; 32]),
+        "packs/b/42",
+        500,
+        &[blob(42)],
+        None,
+        None,
+    )
+    .await
+    .expect("pack");
+    let mut c = snap(b, device, "g2", None, &[42], &[]);
+    c.snapshot_blob = BlobId([42; 32]);
+    m.snapshot_commit(&c).await.expect("commit");
+    assert_eq!(
+        m.blobs_mark(b, PackId([42; 32]), &[(BlobId([42; 32]), BLOB_DAMAGED)])
+            .await
+            .expect("mark"),
+        1
+    );
+    assert_eq!(
+        m.snapshot(b, "g2")
+            .await
+            .expect("get")
+            .expect("exists")
+            .damaged,
+        1
+    );
+    assert_eq!(
+        m.damaged_blobs(b).await.expect("damaged"),
+        vec![BlobId([42; 32])]
+    );
+    assert_eq!(
+        m.blobs_missing(b, &[BlobId([42; 32])])
+            .await
+            .expect("missing"),
+        vec![BlobId([42; 32])],
+        "a damaged blob is reported missing, so it is uploaded again"
+    );
+    m.pack_insert(
+        b,
+        PackId([43; 32]),
+        "packs/b/43",
+        500,
+        &[blob(42)],
+        None,
+        None,
+    )
+    .await
+    .expect("heal");
+    assert_eq!(
+        m.snapshot(b, "g2")
+            .await
+            .expect("get")
+            .expect("exists")
+            .damaged,
+        0
+    );
+    let loc = m.blob_locations(b, &[BlobId([42; 32])]).await.expect("loc");
+    assert_eq!(loc[0].as_ref().expect("found").object_key, "packs/b/43");
 }
 
 #[tokio::test]
