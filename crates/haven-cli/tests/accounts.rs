@@ -424,3 +424,34 @@ fn every_route_but_sign_in_needs_a_token_and_old_clients_are_told_to_update() {
     assert_eq!(v["error"]["code"], "client_too_old");
     assert_eq!(v["error"]["details"]["min_client_version"], "0.1.0");
 }
+
+#[test]
+fn an_outdated_client_is_told_which_version_to_install() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(&tmp.path().join("server"), |c| {
+        c.allow_signup = true;
+        c.min_client_version = "9.0.0".into();
+    });
+    let dev = Device::new(
+        Path::new(BIN),
+        &tmp.path().join("dev"),
+        &server.url(),
+        "correct horse battery",
+    );
+    let args = [
+        "signup",
+        "--server",
+        &server.url(),
+        "--email",
+        "old@example.org",
+        "--device",
+        "d",
+    ];
+    let out = dev.run(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Update Haven to 9.0.0 or later"), "{err}");
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    assert_eq!(dev.error_code(&json_args), "client_too_old");
+}

@@ -173,9 +173,9 @@ async fn client_version(State(state): State<SharedState>, req: Request, next: Ne
             return ApiError::new(
                 StatusCode::UPGRADE_REQUIRED,
                 ErrorCode::ClientTooOld,
-                format!("This server needs Haven {min} or newer; this device runs {v}."),
+                format!("This server needs Haven {min} or later; this device runs {v}."),
             )
-            .fix(format!("Update Haven on this device to {min} or newer."))
+            .fix(format!("Update Haven to {min} or later."))
             .details(serde_json::json!({ "min_client_version": min }))
             .into_response();
         }
