@@ -25,7 +25,8 @@ pub fn wants_json(c: &Command) -> bool {
         | Command::Categories { json, .. }
         | Command::Plan { json, .. }
         | Command::Status { json }
-        | Command::Verify { json, .. } => *json,
+        | Command::Verify { json, .. }
+        | Command::Doctor { json } => *json,
         Command::Backups {
             command:
                 BackupsCommand::List { json, .. }
@@ -147,6 +148,30 @@ pub fn run(command: Command) -> Result<u8> {
         } => crate::status::categories(command, device, json),
         Command::Plan { command, json } => crate::status::plan(command, json),
         Command::Status { json } => crate::status::status(json),
+        Command::Doctor { json } => {
+            let dir = ConfigDir::from_env()?;
+            let checks = haven_client::doctor::run(&dir);
+            if json {
+                print_json(&json!({ "checks": checks }));
+            } else {
+                for c in &checks {
+                    let mark = match c.status.as_str() {
+                        "ok" => "✓",
+                        "fail" => "✗",
+                        _ => "ℹ",
+                    };
+                    println!("{mark} {}: {}", c.name, c.detail);
+                    for f in &c.fix {
+                        println!("    what to do: {f}");
+                    }
+                }
+            }
+            Ok(if haven_client::doctor::healthy(&checks) {
+                0
+            } else {
+                1
+            })
+        }
         Command::Verify {
             id,
             read_data,

@@ -125,6 +125,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check everything a backup depends on, and say what to fix.
+    Doctor {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or switch the categories backed up from this device.
     Categories {
         #[command(subcommand)]

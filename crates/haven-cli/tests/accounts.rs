@@ -455,3 +455,48 @@ fn an_outdated_client_is_told_which_version_to_install() {
     json_args.push("--json");
     assert_eq!(dev.error_code(&json_args), "client_too_old");
 }
+
+#[test]
+fn doctor_checks_everything_and_says_what_is_wrong() {
+    let (tmp, server, dev) = haven_testkit::signed_up(Path::new(BIN), "doc@example.org");
+    let src = tmp.path().join("src");
+    populate(&src, "doc");
+    // Never backed up: the doctor says so, and how to fix it.
+    let out = dev.run(&["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    dev.json(&["backup", src.to_str().unwrap(), "--json"]);
+    let v = dev.json(&["doctor", "--json"]);
+    let checks = v["checks"].as_array().unwrap();
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    for want in [
+        "signed in",
+        "server reachable",
+        "versions",
+        "storage",
+        "upload speed",
+        "automatic backups",
+        "last backup",
+        "backup health",
+        "local state",
+        "free disk",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    assert!(checks.iter().all(|c| c["status"] != "fail"), "{v}");
+    let human = dev.run(&["doctor"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("✓ server reachable"));
+
+    drop(server);
+    let out = dev.run_env(&["doctor", "--json"], &[("HAVEN_RETRY_SCALE", "0.01")]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reach = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "server reachable")
+        .unwrap()
+        .clone();
+    assert_eq!(reach["status"], "fail");
+    assert!(!reach["fix"].as_array().unwrap().is_empty());
+}

@@ -129,6 +129,26 @@ fn a_backup_that_does_not_fit_uploads_nothing_under_no_partial() {
     assert_eq!(status["last_failure"]["code"], "quota_exceeded", "{status}");
     assert!(status["last_success"].is_null());
 
+    // The doctor says the same, with the same fixes.
+    let out = run(&dev, &home, &["doctor", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let checks = json(&out);
+    let storage = checks["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "storage")
+        .unwrap()
+        .clone();
+    assert_eq!(storage["status"], "fail", "{checks}");
+    assert!(
+        storage["fix"][0]
+            .as_str()
+            .unwrap()
+            .contains("haven plan set big"),
+        "{checks}"
+    );
+
     // The human message says the same.
     let out = run(&dev, &home, &["backup", "--no-partial"]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -146,6 +146,48 @@ impl HttpRemote {
         &self.base
     }
 
+    /// One `GET /v1/health`, without retries: is the server there, and how
+    /// long does a round trip take?
+    pub fn probe(&self) -> Result<(Health, Duration)> {
+        let started = Instant::now();
+        let resp = self
+            .client
+            .get(format!("{}/v1/health", self.base))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .map_err(|e| {
+                self.give_up(if is_refused(&e) {
+                    Transient::Refused
+                } else if e.is_timeout() {
+                    Transient::Timeout
+                } else {
+                    Transient::Broken(e.to_string())
+                })
+            })?;
+        let rtt = started.elapsed();
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .map_err(|e| self.give_up(Transient::Broken(e.to_string())))?;
+        if status != 200 {
+            return Err(self.error_answer(status, &bytes));
+        }
+        Ok((self.parse(&bytes)?, rtt))
+    }
+
+    /// Sends `bytes` of filler to the server and returns the upload rate
+    /// in bytes per second.
+    pub fn measure_upload(&self, bytes: usize) -> Result<f64> {
+        let started = Instant::now();
+        self.send(
+            Method::POST,
+            "/v1/speedtest",
+            Body::Bytes(vec![0x5a; bytes]),
+            Duration::from_secs(120),
+        )?;
+        Ok(bytes as f64 / started.elapsed().as_secs_f64().max(1e-6))
+    }
+
     fn give_up(&self, why: Transient) -> ClientError {
         let base = &self.base;
         match why {

@@ -11,6 +11,7 @@ pub mod backup;
 mod cache;
 pub mod categories;
 pub mod config;
+pub mod doctor;
 mod error;
 mod fsmeta;
 pub mod history;

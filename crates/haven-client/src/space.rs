@@ -126,6 +126,14 @@ pub fn fixes(
             ));
         }
     }
+    out.extend(other_fixes(remote, quota));
+    rank(out, shortfall)
+}
+
+/// Deleting backups (never a device's newest complete one) and bigger
+/// plans, with their effect in bytes.
+pub fn other_fixes(remote: &dyn Remote, quota: Option<u64>) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
     if let Ok(mut backups) = remote.snapshots(None) {
         // Newest first: the first complete backup of each device stays.
         let mut newest = HashSet::new();
@@ -157,9 +165,15 @@ pub fn fixes(
             ));
         }
     }
-    out.retain(|(effect, _)| *effect >= shortfall / 10);
-    out.sort_by_key(|(effect, _)| std::cmp::Reverse(*effect));
-    out.into_iter().take(6).map(|(_, f)| f).collect()
+    out
+}
+
+/// Biggest effect first, leaving out fixes that make up less than a tenth
+/// of the shortfall.
+pub fn rank(mut fixes: Vec<(u64, String)>, shortfall: u64) -> Vec<String> {
+    fixes.retain(|(effect, _)| *effect >= shortfall / 10);
+    fixes.sort_by_key(|(effect, _)| std::cmp::Reverse(*effect));
+    fixes.into_iter().take(6).map(|(_, f)| f).collect()
 }
 
 /// The error of a backup that does not fit.

@@ -42,6 +42,7 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/v1/sessions", post(backup::open_session))
         .route("/v1/usage", get(storage::usage))
+        .route("/v1/speedtest", post(speedtest))
         .route("/v1/plans", get(storage::plans))
         .route("/v1/plan", put(storage::set_plan))
         .route(
@@ -120,6 +121,15 @@ pub async fn device_id(
         )
         .fix("List your devices with `haven devices`.")),
     }
+}
+
+/// `POST /v1/speedtest`: takes a body and discards it (`haven doctor`
+/// measures the upload rate with it).
+async fn speedtest(
+    _caller: auth::Caller,
+    body: axum::body::Bytes,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "received": body.len() }))
 }
 
 async fn health(State(state): State<SharedState>) -> axum::Json<Health> {
