@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod integrity;
+pub mod journal;
 pub mod retention;
 pub mod state;
 
@@ -45,13 +46,15 @@ pub async fn open_state(mut config: Config) -> anyhow::Result<SharedState> {
         .as_slice()
         .try_into()
         .context("the stored prelogin secret is damaged")?;
-    Ok(Arc::new(AppState {
+    let state = Arc::new(AppState {
         meta: Arc::new(meta),
         objects,
         config,
         prelogin_secret,
         uploads: Default::default(),
-    }))
+    });
+    journal::setting(&state, "prelogin_secret", &stored).await?;
+    Ok(state)
 }
 
 /// A server bound to its port, not yet serving.
@@ -238,5 +241,29 @@ pub async fn set_user_plan(config: &Config, email: &str, plan: &str) -> anyhow::
         anyhow::bail!("there is no account {email:?} (see `haven-server user list`)");
     };
     state.meta.account_set_plan(a.id, Some(plan)).await?;
+    journal::account(&state, a.id).await?;
     Ok(())
+}
+
+/// Rebuilds a lost or corrupted database from the packs and the metadata
+/// copies in the object store. The old database file, if any, is kept
+/// beside it as `haven.db.broken-<time>`. The server must not be running.
+pub async fn reindex(config: &Config) -> anyhow::Result<journal::ReindexReport> {
+    let db = config.data_dir.join("haven.db");
+    if db.exists() {
+        let aside = config
+            .data_dir
+            .join(format!("haven.db.broken-{}", haven_store::now_secs()));
+        std::fs::rename(&db, &aside)
+            .with_context(|| format!("cannot move the old database {} aside", db.display()))?;
+        for ext in ["-wal", "-shm"] {
+            let side = config.data_dir.join(format!("haven.db{ext}"));
+            if side.exists() {
+                let _ = std::fs::rename(&side, format!("{}{ext}", aside.display()));
+            }
+        }
+        eprintln!("The old database was moved to {}.", aside.display());
+    }
+    let state = open_state(config.clone()).await?;
+    Ok(journal::rebuild(&state).await?)
 }

@@ -57,6 +57,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rebuild a lost or corrupted database from the packs and the
+    /// metadata copies in the data directory. Stop the server first.
+    Reindex {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage accounts.
     User {
         #[command(subcommand)]
@@ -160,6 +169,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 if r.damaged + r.missing > 0 {
                     println!(
                         "The damaged data is quarantined. The next backup of each device uploads again what the device still has; `haven backups list` shows which backups are affected."
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Reindex { common, json } => {
+            let config = load(common, None, false)?;
+            let r = haven_server::reindex(&config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "Rebuilt the database: {} accounts, {} devices, {} sign-ins, {} packs with {} blobs, {} backups.",
+                    r.accounts, r.devices, r.sign_ins, r.packs, r.blobs, r.snapshots
+                );
+                if r.unreadable_packs > 0 {
+                    println!(
+                        "{} pack files could not be read and were left out; run `haven-server scrub` after starting the server.",
+                        r.unreadable_packs
+                    );
+                }
+                if !r.incomplete_snapshots.is_empty() {
+                    println!(
+                        "{} backups reference data that is in no pack and were left out: {}",
+                        r.incomplete_snapshots.len(),
+                        r.incomplete_snapshots.join(", ")
                     );
                 }
             }

@@ -420,6 +420,22 @@ pub trait MetaStore: Send + Sync + 'static {
     /// The last run of a job: `(started, finished, report)`.
     async fn job_last(&self, kind: &str) -> Result<Option<(i64, i64, String)>, StoreError>;
 
+    /// The blobs a snapshot references, sorted.
+    async fn snapshot_refs(&self, account_id: i64, id: &str) -> Result<Vec<BlobId>, StoreError>;
+    /// Rebuilding a lost database: inserts an account as it was (same id).
+    async fn import_account(&self, a: &Account) -> Result<(), StoreError>;
+    /// Rebuilding: inserts a device as it was (same id).
+    async fn import_device(&self, d: &Device) -> Result<(), StoreError>;
+    /// Rebuilding: inserts a snapshot with its references, unless one of
+    /// them is not indexed (returns false then, inserting nothing).
+    async fn import_snapshot(
+        &self,
+        account_id: i64,
+        row: &SnapshotRow,
+        session: Option<&str>,
+        refs: &[BlobId],
+    ) -> Result<bool, StoreError>;
+
     /// Records a backup attempt.
     async fn attempt_add(
         &self,

@@ -1044,6 +1044,101 @@ impl MetaStore for SqliteMeta {
             .collect()
     }
 
+    async fn snapshot_refs(&self, account_id: i64, id: &str) -> Result<Vec<BlobId>, StoreError> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT blob_id FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ? ORDER BY blob_id",
+        )
+        .bind(account_id)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| blob_id(r)).collect()
+    }
+
+    async fn import_account(&self, a: &Account) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO accounts (id, email, kdf, auth_hash, wrapped_key, recovery_auth_hash, \
+             recovery_wrapped_key, is_admin, created, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(a.id)
+        .bind(&a.email)
+        .bind(&a.kdf)
+        .bind(&a.auth_hash)
+        .bind(&a.wrapped_key)
+        .bind(&a.recovery_auth_hash)
+        .bind(&a.recovery_wrapped_key)
+        .bind(a.is_admin)
+        .bind(a.created)
+        .bind(&a.plan)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn import_device(&self, d: &Device) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO devices (id, account_id, name, created) VALUES (?, ?, ?, ?)")
+            .bind(d.id)
+            .bind(d.account_id)
+            .bind(&d.name)
+            .bind(d.created)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn import_snapshot(
+        &self,
+        account_id: i64,
+        row: &SnapshotRow,
+        session: Option<&str>,
+        refs: &[BlobId],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for id in refs {
+            let found: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM blobs WHERE account_id = ? AND id = ?")
+                    .bind(account_id)
+                    .bind(&id.0[..])
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if found.is_none() {
+                return Ok(false);
+            }
+            sqlx::query(
+                "INSERT OR IGNORE INTO snapshot_refs (account_id, snapshot_id, blob_id) VALUES (?, ?, ?)",
+            )
+            .bind(account_id)
+            .bind(&row.id)
+            .bind(&id.0[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, parent, \
+             client_version, blobs, created, complete, session_id, partial, categories) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(account_id)
+        .bind(&row.id)
+        .bind(row.device_id)
+        .bind(row.time)
+        .bind(row.files as i64)
+        .bind(row.bytes as i64)
+        .bind(&row.snapshot_blob.0[..])
+        .bind(&row.parent)
+        .bind(&row.client_version)
+        .bind(refs.len() as i64)
+        .bind(now_secs())
+        .bind(row.complete)
+        .bind(session)
+        .bind(row.partial)
+        .bind(&row.categories)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn packs_all(&self) -> Result<Vec<PackRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT account_id, id, object_key, size FROM packs ORDER BY account_id, id",

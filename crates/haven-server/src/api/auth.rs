@@ -112,13 +112,15 @@ async fn issue_token(
     wrapped: &[u8],
 ) -> ApiResult<LoginResponse> {
     let (dev, existed) = state.meta.device_upsert(account_id, device).await?;
+    if !existed {
+        crate::journal::device(state, &dev).await?;
+    }
     let mut t = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut t);
     let token = hex::encode(t);
-    state
-        .meta
-        .token_create(token_hash(&token), account_id, dev.id)
-        .await?;
+    let hash = token_hash(&token);
+    crate::journal::token(state, &hash, account_id, dev.id).await?;
+    state.meta.token_create(hash, account_id, dev.id).await?;
     Ok(LoginResponse {
         token,
         account_id,
@@ -191,6 +193,7 @@ pub async fn signup(
         }
         Err(e) => return Err(e.into()),
     };
+    crate::journal::account(&state, account_id).await?;
     tracing::info!(account_id, "account created");
     Ok((
         StatusCode::CREATED,
@@ -256,6 +259,8 @@ pub async fn recover(
                 &wrapped,
             )
             .await?;
+        crate::journal::account(&state, account.id).await?;
+        crate::journal::tokens_cleared(&state, account.id).await?;
         tracing::info!(
             account_id = account.id,
             "password reset with the recovery key"

@@ -245,7 +245,43 @@ pub async fn commit(
         quota: super::quota(&state, caller.account_id).await?,
     };
     haven_proto::fault::point("before-commit");
-    match state.meta.snapshot_commit(&new).await {
+    // The copy goes first, so an acknowledged commit always has one; the
+    // checkpoints this commit replaces lose theirs after it.
+    let replaced: Vec<String> = state
+        .meta
+        .snapshots(caller.account_id, Some(caller.device_id))
+        .await?
+        .into_iter()
+        .filter(|s| !s.complete && s.id != new.id)
+        .map(|s| s.id)
+        .collect();
+    let retry = state
+        .meta
+        .snapshot(caller.account_id, &new.id)
+        .await?
+        .is_some();
+    if !retry {
+        crate::journal::snapshot_before_commit(&state, &new).await?;
+    }
+    let result = state.meta.snapshot_commit(&new).await;
+    match &result {
+        Ok(_) => {
+            for id in &replaced {
+                crate::journal::snapshot_deleted(&state, caller.account_id, id).await?;
+            }
+        }
+        Err(_) => {
+            if state
+                .meta
+                .snapshot(caller.account_id, &new.id)
+                .await?
+                .is_none()
+            {
+                crate::journal::snapshot_deleted(&state, caller.account_id, &new.id).await?;
+            }
+        }
+    }
+    match result {
         Ok(row) => {
             haven_proto::fault::point("after-commit");
             tracing::info!(account_id = caller.account_id, snapshot = %row.id, files = row.files, "snapshot committed");
@@ -332,6 +368,7 @@ pub async fn delete(
 ) -> ApiResult<StatusCode> {
     check_snapshot_id(&id)?;
     if state.meta.snapshot_delete(caller.account_id, &id).await? {
+        crate::journal::snapshot_deleted(&state, caller.account_id, &id).await?;
         tracing::info!(account_id = caller.account_id, snapshot = %id, "snapshot deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

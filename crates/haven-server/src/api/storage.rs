@@ -133,6 +133,7 @@ pub async fn set_plan(
         .meta
         .account_set_plan(caller.account_id, Some(&plan.name))
         .await?;
+    crate::journal::account(&state, caller.account_id).await?;
     tracing::info!(account_id = caller.account_id, plan = %plan.name, "plan changed by the user");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -184,6 +185,7 @@ pub async fn set_category(
         .meta
         .category_set(caller.account_id, device, &name, req.enabled)
         .await?;
+    crate::journal::categories(&state, caller.account_id, device).await?;
     let rows = state.meta.categories(caller.account_id, device).await?;
     Ok(Json(rows.into_iter().map(category_info).collect()))
 }

@@ -1,0 +1,425 @@
+//! A copy of the metadata in the object store, so that a lost or corrupted
+//! database can be rebuilt (`haven-server reindex`).
+//!
+//! The blob index needs no copy: packs describe themselves. Everything
+//! else is written under `meta/` as it changes:
+//!
+//! | key | content |
+//! |---|---|
+//! | `meta/settings/{key}` | the setting's bytes |
+//! | `meta/accounts/{id}.json` | the account: email, KDF, credential hashes, wrapped keys, plan |
+//! | `meta/devices/{account}/{id}.json` | a device |
+//! | `meta/tokens/{account}/{hash}.json` | a device sign-in (the token's hash) |
+//! | `meta/snapshots/{account}/{id}.json` | a snapshot record |
+//! | `meta/snapshots/{account}/{id}.refs` | the blob ids it references, 32 bytes each |
+//! | `meta/categories/{account}/{device}.json` | a device's category switches |
+//!
+//! A snapshot's copy is written before its commit (and removed if the
+//! commit is refused), so an acknowledged backup always has one. Not
+//! copied: upload sessions, invites, scan figures, attempt history and
+//! scrub verdicts, which the next backup or scrub recreates.
+
+use std::collections::BTreeSet;
+
+use haven_format::{BlobId, PackId};
+use haven_store::StoreError;
+use haven_store::meta::{Account, Device, NewSnapshot, PackBlob, SnapshotRow};
+use serde::{Deserialize, Serialize};
+
+use crate::state::SharedState;
+
+#[derive(Serialize, Deserialize)]
+struct AccountDoc {
+    id: i64,
+    email: String,
+    kdf: String,
+    auth_hash: String,
+    wrapped_key: String,
+    recovery_auth_hash: String,
+    recovery_wrapped_key: String,
+    is_admin: bool,
+    plan: Option<String>,
+    created: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DeviceDoc {
+    id: i64,
+    account_id: i64,
+    name: String,
+    created: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TokenDoc {
+    account_id: i64,
+    device_id: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotDoc {
+    account_id: i64,
+    id: String,
+    device_id: i64,
+    time: i64,
+    files: u64,
+    bytes: u64,
+    snapshot_blob: BlobId,
+    parent: Option<String>,
+    client_version: String,
+    complete: bool,
+    partial: bool,
+    categories: String,
+    session: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CategoriesDoc {
+    account_id: i64,
+    device_id: i64,
+    switches: Vec<(String, bool)>,
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn parse<T: for<'a> Deserialize<'a>>(key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Invalid(format!("journal object {key} is unreadable: {e}")))
+}
+
+/// Records a setting.
+pub async fn setting(state: &SharedState, key: &str, value: &[u8]) -> Result<(), StoreError> {
+    state
+        .objects
+        .put(&format!("meta/settings/{key}"), value.to_vec())
+        .await
+}
+
+/// Records an account as the database has it now.
+pub async fn account(state: &SharedState, account_id: i64) -> Result<(), StoreError> {
+    let Some(a) = state.meta.account(account_id).await? else {
+        return Ok(());
+    };
+    let doc = AccountDoc {
+        id: a.id,
+        email: a.email,
+        kdf: a.kdf,
+        auth_hash: hex::encode(a.auth_hash),
+        wrapped_key: hex::encode(a.wrapped_key),
+        recovery_auth_hash: hex::encode(a.recovery_auth_hash),
+        recovery_wrapped_key: hex::encode(a.recovery_wrapped_key),
+        is_admin: a.is_admin,
+        plan: a.plan,
+        created: a.created,
+    };
+    state
+        .objects
+        .put(&format!("meta/accounts/{}.json", a.id), json(&doc))
+        .await
+}
+
+/// Records a device.
+pub async fn device(state: &SharedState, d: &Device) -> Result<(), StoreError> {
+    let doc = DeviceDoc {
+        id: d.id,
+        account_id: d.account_id,
+        name: d.name.clone(),
+        created: d.created,
+    };
+    state
+        .objects
+        .put(
+            &format!("meta/devices/{}/{}.json", d.account_id, d.id),
+            json(&doc),
+        )
+        .await
+}
+
+/// Records a sign-in.
+pub async fn token(
+    state: &SharedState,
+    hash: &[u8; 32],
+    account_id: i64,
+    device_id: i64,
+) -> Result<(), StoreError> {
+    let doc = TokenDoc {
+        account_id,
+        device_id,
+    };
+    state
+        .objects
+        .put(
+            &format!("meta/tokens/{account_id}/{}.json", hex::encode(hash)),
+            json(&doc),
+        )
+        .await
+}
+
+/// Forgets every sign-in of an account (after a password change).
+pub async fn tokens_cleared(state: &SharedState, account_id: i64) -> Result<(), StoreError> {
+    for key in state
+        .objects
+        .list(&format!("meta/tokens/{account_id}/"))
+        .await?
+    {
+        state.objects.delete(&key).await?;
+    }
+    Ok(())
+}
+
+fn snapshot_keys(account_id: i64, id: &str) -> (String, String) {
+    (
+        format!("meta/snapshots/{account_id}/{id}.json"),
+        format!("meta/snapshots/{account_id}/{id}.refs"),
+    )
+}
+
+/// Writes a snapshot's copy before its commit: its full reference set is
+/// the parent's plus `added`, less `removed`, plus its own description.
+pub async fn snapshot_before_commit(
+    state: &SharedState,
+    new: &NewSnapshot,
+) -> Result<(), StoreError> {
+    let mut refs: BTreeSet<BlobId> = match &new.parent {
+        Some(p) => state
+            .meta
+            .snapshot_refs(new.account_id, p)
+            .await?
+            .into_iter()
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    for r in &new.removed {
+        refs.remove(r);
+    }
+    refs.extend(new.added.iter().copied());
+    refs.insert(new.snapshot_blob);
+    let bytes: Vec<u8> = refs.iter().flat_map(|r| r.0).collect();
+    let doc = SnapshotDoc {
+        account_id: new.account_id,
+        id: new.id.clone(),
+        device_id: new.device_id,
+        time: new.time,
+        files: new.files,
+        bytes: new.bytes,
+        snapshot_blob: new.snapshot_blob,
+        parent: new.parent.clone(),
+        client_version: new.client_version.clone(),
+        complete: new.complete,
+        partial: new.partial,
+        categories: new.categories.clone(),
+        session: new.session.clone(),
+    };
+    let (doc_key, refs_key) = snapshot_keys(new.account_id, &new.id);
+    state.objects.put(&refs_key, bytes).await?;
+    state.objects.put(&doc_key, json(&doc)).await
+}
+
+/// Removes a snapshot's copy (after it was deleted or refused).
+pub async fn snapshot_deleted(
+    state: &SharedState,
+    account_id: i64,
+    id: &str,
+) -> Result<(), StoreError> {
+    let (doc_key, refs_key) = snapshot_keys(account_id, id);
+    state.objects.delete(&doc_key).await?;
+    state.objects.delete(&refs_key).await
+}
+
+/// Records a device's category switches.
+pub async fn categories(
+    state: &SharedState,
+    account_id: i64,
+    device_id: i64,
+) -> Result<(), StoreError> {
+    let switches = state
+        .meta
+        .categories(account_id, device_id)
+        .await?
+        .into_iter()
+        .map(|c| (c.name, c.enabled))
+        .collect();
+    let doc = CategoriesDoc {
+        account_id,
+        device_id,
+        switches,
+    };
+    state
+        .objects
+        .put(
+            &format!("meta/categories/{account_id}/{device_id}.json"),
+            json(&doc),
+        )
+        .await
+}
+
+/// What a rebuild found.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ReindexReport {
+    pub accounts: u64,
+    pub devices: u64,
+    pub sign_ins: u64,
+    pub packs: u64,
+    pub blobs: u64,
+    /// Pack files that could not be parsed (left in place, not indexed).
+    pub unreadable_packs: u64,
+    pub snapshots: u64,
+    /// Snapshots left out because blobs they reference are in no pack.
+    pub incomplete_snapshots: Vec<String>,
+}
+
+fn unhex(key: &str, s: &str) -> Result<Vec<u8>, StoreError> {
+    hex::decode(s).map_err(|_| StoreError::Invalid(format!("journal object {key}: bad hex")))
+}
+
+/// Fills an empty database from the packs and the `meta/` copies.
+pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
+    let mut r = ReindexReport::default();
+    let objects = &state.objects;
+    for key in objects.list("meta/settings/").await? {
+        let name = key.trim_start_matches("meta/settings/").to_string();
+        let value = objects.get(&key).await?;
+        state.meta.setting_init(&name, &value).await?;
+    }
+    for key in objects.list("meta/accounts/").await? {
+        let d: AccountDoc = parse(&key, &objects.get(&key).await?)?;
+        state
+            .meta
+            .import_account(&Account {
+                id: d.id,
+                auth_hash: unhex(&key, &d.auth_hash)?,
+                wrapped_key: unhex(&key, &d.wrapped_key)?,
+                recovery_auth_hash: unhex(&key, &d.recovery_auth_hash)?,
+                recovery_wrapped_key: unhex(&key, &d.recovery_wrapped_key)?,
+                email: d.email,
+                kdf: d.kdf,
+                is_admin: d.is_admin,
+                plan: d.plan,
+                created: d.created,
+            })
+            .await?;
+        r.accounts += 1;
+    }
+    for key in objects.list("meta/devices/").await? {
+        let d: DeviceDoc = parse(&key, &objects.get(&key).await?)?;
+        state
+            .meta
+            .import_device(&Device {
+                id: d.id,
+                account_id: d.account_id,
+                name: d.name,
+                created: d.created,
+                last_backup: None,
+            })
+            .await?;
+        r.devices += 1;
+    }
+    for key in objects.list("meta/tokens/").await? {
+        let d: TokenDoc = parse(&key, &objects.get(&key).await?)?;
+        let hash = key
+            .rsplit('/')
+            .next()
+            .and_then(|f| f.strip_suffix(".json"))
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .ok_or_else(|| StoreError::Invalid(format!("journal object {key}: bad name")))?;
+        state
+            .meta
+            .token_create(hash, d.account_id, d.device_id)
+            .await?;
+        r.sign_ins += 1;
+    }
+    for key in objects.list("packs/").await? {
+        let Some(account_id) = key.split('/').nth(1).and_then(|a| a.parse::<i64>().ok()) else {
+            continue;
+        };
+        let bytes = objects.get(&key).await?;
+        let Ok(entries) = haven_format::pack::parse_pack(&bytes) else {
+            tracing::warn!(pack = %key, "unreadable pack left out of the index");
+            r.unreadable_packs += 1;
+            continue;
+        };
+        let blobs: Vec<PackBlob> = entries
+            .iter()
+            .filter_map(|e| {
+                let range = e.offset as usize..e.offset as usize + e.length as usize;
+                Some(PackBlob {
+                    id: e.id,
+                    kind: e.kind,
+                    offset: e.offset,
+                    length: e.length,
+                    hash: *blake3::hash(bytes.get(range)?).as_bytes(),
+                })
+            })
+            .collect();
+        let size = bytes.len() as u64;
+        state
+            .meta
+            .pack_insert(
+                account_id,
+                PackId::of(&bytes),
+                &key,
+                size,
+                &blobs,
+                None,
+                None,
+            )
+            .await?;
+        r.packs += 1;
+        r.blobs += blobs.len() as u64;
+    }
+    for key in objects.list("meta/snapshots/").await? {
+        let Some(stem) = key.strip_suffix(".json") else {
+            continue;
+        };
+        let d: SnapshotDoc = parse(&key, &objects.get(&key).await?)?;
+        let refs: Vec<BlobId> = match objects.get(&format!("{stem}.refs")).await {
+            Ok(b) => b
+                .chunks_exact(32)
+                .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(BlobId))
+                .collect(),
+            Err(StoreError::NotFound) => {
+                r.incomplete_snapshots.push(d.id);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let row = SnapshotRow {
+            id: d.id.clone(),
+            device_id: d.device_id,
+            device: String::new(),
+            time: d.time,
+            files: d.files,
+            bytes: d.bytes,
+            snapshot_blob: d.snapshot_blob,
+            parent: d.parent,
+            client_version: d.client_version,
+            blobs: refs.len() as u64,
+            complete: d.complete,
+            partial: d.partial,
+            categories: d.categories,
+            damaged: 0,
+        };
+        if state
+            .meta
+            .import_snapshot(d.account_id, &row, d.session.as_deref(), &refs)
+            .await?
+        {
+            r.snapshots += 1;
+        } else {
+            r.incomplete_snapshots.push(d.id);
+        }
+    }
+    for key in objects.list("meta/categories/").await? {
+        let d: CategoriesDoc = parse(&key, &objects.get(&key).await?)?;
+        for (name, enabled) in d.switches {
+            state
+                .meta
+                .category_set(d.account_id, d.device_id, &name, enabled)
+                .await?;
+        }
+    }
+    Ok(r)
+}
