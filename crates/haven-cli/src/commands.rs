@@ -26,7 +26,8 @@ pub fn wants_json(c: &Command) -> bool {
         | Command::Plan { json, .. }
         | Command::Status { json }
         | Command::Verify { json, .. }
-        | Command::Doctor { json } => *json,
+        | Command::Doctor { json }
+        | Command::Agent { json, .. } => *json,
         Command::Backups {
             command:
                 BackupsCommand::List { json, .. }
@@ -148,6 +149,21 @@ pub fn run(command: Command) -> Result<u8> {
         } => crate::status::categories(command, device, json),
         Command::Plan { command, json } => crate::status::plan(command, json),
         Command::Status { json } => crate::status::status(json),
+        Command::Agent {
+            command,
+            conditions_file,
+            interval,
+            check_every,
+            max_runs,
+            json,
+        } => crate::agent::agent(
+            command,
+            conditions_file,
+            interval,
+            check_every,
+            max_runs,
+            json,
+        ),
         Command::Doctor { json } => {
             let dir = ConfigDir::from_env()?;
             let checks = haven_client::doctor::run(&dir);
@@ -204,6 +220,9 @@ pub fn run(command: Command) -> Result<u8> {
             }
             if r.ok {
                 Ok(0)
+            } else if json {
+                // The report on stdout says what is wrong; the exit code says it failed.
+                Ok(1)
             } else {
                 Err(ClientError::new(
                     ErrorCode::Corrupted,
@@ -357,20 +376,21 @@ fn resolve(
     }
 }
 
-fn backup(
+/// What a backup runs with: config.toml merged with the command line.
+pub fn backup_setup(
+    dir: &ConfigDir,
     paths: Vec<std::path::PathBuf>,
     exclude: Vec<String>,
     upload_limit: Option<String>,
     no_partial: bool,
-    json: bool,
-) -> Result<u8> {
-    let (dir, profile, remote) = signed_in()?;
-    let config = Config::load(&dir)?;
+) -> Result<(BackupOptions, HttpRemote)> {
+    let profile = dir.profile()?;
+    let config = Config::load(dir)?;
     let limit = upload_limit
         .or(config.upload_limit.clone())
         .map(|l| haven_client::config::parse_bytes(&l))
         .transpose()?;
-    let remote = remote.with_upload_limit(limit);
+    let remote = profile.remote()?.with_upload_limit(limit);
     let paths = if paths.is_empty() {
         config.default_paths()?
     } else {
@@ -386,7 +406,20 @@ fn backup(
         categories: haven_client::categories::merged_rules(&config.categories),
         priority: config.category_priority.clone(),
         partial: config.partial && !no_partial,
+        stop: None,
     };
+    Ok((opts, remote))
+}
+
+fn backup(
+    paths: Vec<std::path::PathBuf>,
+    exclude: Vec<String>,
+    upload_limit: Option<String>,
+    no_partial: bool,
+    json: bool,
+) -> Result<u8> {
+    let (dir, profile, _) = signed_in()?;
+    let (opts, remote) = backup_setup(&dir, paths, exclude, upload_limit, no_partial)?;
     let pb = progress_bar(json);
     let on_progress = |p: &Progress| {
         if let Some(pb) = &pb {

@@ -1,5 +1,6 @@
 //! `haven`: the device client. A thin layer over `haven-client`.
 
+mod agent;
 mod commands;
 mod output;
 mod status;
@@ -125,6 +126,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Back up automatically: when a backup is due and the computer is on
+    /// power, idle and on an unmetered network. Runs until stopped.
+    Agent {
+        #[command(subcommand)]
+        command: Option<AgentCommand>,
+        /// JSON file standing in for the system's conditions:
+        /// {"on_power": true, "idle": true, "metered": false}.
+        #[arg(long)]
+        conditions_file: Option<PathBuf>,
+        /// Back up when the last backup is older than this [default: config `interval`, 24h].
+        #[arg(long)]
+        interval: Option<String>,
+        /// Look at the conditions this often [default: config `check_every`, 5m].
+        #[arg(long)]
+        check_every: Option<String>,
+        /// Stop after this many backup runs.
+        #[arg(long, hide = true)]
+        max_runs: Option<u64>,
+        /// Print the result as JSON (`agent status`).
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Check everything a backup depends on, and say what to fix.
     Doctor {
         /// Print the result as JSON.
@@ -172,6 +195,14 @@ pub enum CategoriesCommand {
     On { name: String },
     /// Stop backing up this category (existing backups keep it).
     Off { name: String },
+}
+
+#[derive(Subcommand)]
+pub enum AgentCommand {
+    /// Show what the agent is doing and why.
+    Status,
+    /// Install the systemd user unit that keeps the agent running.
+    Install,
 }
 
 #[derive(Subcommand)]

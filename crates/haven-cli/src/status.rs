@@ -134,8 +134,12 @@ pub fn status(json: bool) -> Result<u8> {
     let config = Config::load(&dir)?;
     let attempts = remote.attempts(Some(&profile.device), 200)?;
     let usage = remote.usage()?;
-    let last_ok = attempts.iter().find(|a| a.result != "failed");
-    let last_failure = attempts.iter().find(|a| a.result != "ok");
+    let last_ok = attempts
+        .iter()
+        .find(|a| matches!(a.result.as_str(), "ok" | "partial"));
+    let last_failure = attempts
+        .iter()
+        .find(|a| matches!(a.result.as_str(), "failed" | "partial"));
     let interval = humantime::parse_duration(&config.interval).map_err(|e| {
         ClientError::new(
             ErrorCode::ConfigInvalid,

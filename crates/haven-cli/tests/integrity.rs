@@ -17,7 +17,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_haven");
 
 fn pack_files(data: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut stack = vec![data.join("objects")];
+    let mut stack = vec![data.join("objects/packs")];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).into_iter().flatten().flatten() {
             if e.path().is_dir() {

@@ -66,7 +66,7 @@ fn backup(dev: &Device, home: &Path, extra: &[&str]) -> (i32, serde_json::Value)
 
 fn pack_files(data: &Path) -> usize {
     let mut n = 0;
-    let mut stack = vec![data.join("objects")];
+    let mut stack = vec![data.join("objects/packs")];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).into_iter().flatten().flatten() {
             if e.path().is_dir() {

@@ -65,7 +65,7 @@ fn damaged_or_forged_packs_are_refused_before_anything_is_stored() {
     // Nothing of that was stored or indexed.
     let remote = HttpRemote::new(&server.url(), Some(token.clone())).unwrap();
     assert_eq!(remote.missing(&[id]).unwrap(), vec![id]);
-    let packs = server.data_dir.join("objects");
+    let packs = server.data_dir.join("objects/packs");
     let stored = walk_files(&packs);
     assert!(stored.is_empty(), "{stored:?}");
     // The intact pack is accepted, upper-case id or not, and its blob is known.

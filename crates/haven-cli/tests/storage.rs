@@ -16,7 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_haven");
 /// Stored length of every distinct blob in the server's pack files.
 fn blobs_on_disk(data: &Path) -> HashMap<[u8; 32], u64> {
     let mut out = HashMap::new();
-    let mut stack = vec![data.join("objects")];
+    let mut stack = vec![data.join("objects/packs")];
     while let Some(d) = stack.pop() {
         for e in fs::read_dir(&d).unwrap().flatten() {
             let p = e.path();

@@ -101,6 +101,8 @@ pub struct Archiver<'a> {
     /// Blobs the server reported damaged or missing: files that hold them
     /// are read again even when unchanged, which uploads them again.
     pub damaged: HashSet<BlobId>,
+    /// When set, the walk commits a checkpoint and stops (`backup_paused`).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     frames: Vec<Frame>,
 }
 
@@ -146,6 +148,7 @@ impl<'a> Archiver<'a> {
             categories: None,
             stats: Vec::new(),
             damaged: HashSet::new(),
+            stop: None,
             frames: Vec::new(),
         }
     }
@@ -541,6 +544,15 @@ impl<'a> Archiver<'a> {
     }
 
     fn maybe_checkpoint(&mut self) -> Result<()> {
+        if self.stop.as_ref().is_some_and(|s| s.load(Ordering::SeqCst)) {
+            // Keep what is done: the next run continues from here.
+            self.checkpoint()?;
+            return Err(ClientError::new(
+                ErrorCode::BackupPaused,
+                "The backup paused at a checkpoint because a condition of automatic backups stopped holding.",
+            )
+            .fix("Nothing to do: the next run resumes where this one stopped."));
+        }
         let sent = self
             .remote
             .bytes_sent()

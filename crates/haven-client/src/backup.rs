@@ -60,6 +60,9 @@ pub struct BackupOptions {
     pub priority: Vec<String>,
     /// When storage is short, back up what fits (else nothing).
     pub partial: bool,
+    /// Set by the agent when a condition stops holding: the backup commits
+    /// a checkpoint and stops with `backup_paused`.
+    pub stop: Option<std::sync::Arc<AtomicBool>>,
 }
 
 impl BackupOptions {
@@ -73,6 +76,7 @@ impl BackupOptions {
             categories: crate::categories::default_rules(),
             priority: crate::categories::default_priority(),
             partial: true,
+            stop: None,
         }
     }
 }
@@ -472,6 +476,7 @@ fn run(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupRe
         );
         a.categories = Some((categorizer, plan.filter.clone()));
         a.damaged = session.damaged.iter().copied().collect();
+        a.stop = opts.stop.clone();
         let walked = (|| -> Result<BlobId> {
             let root = a.virtual_dir(Path::new("/"), &sel, parent_root, None)?;
             let files = counters.files.load(Ordering::Relaxed);

@@ -36,6 +36,16 @@ pub struct Config {
     pub partial: bool,
     /// How often backups are due, e.g. `"24h"` (for `haven status` and the agent).
     pub interval: String,
+    /// The agent backs up only on AC power.
+    pub require_power: bool,
+    /// The agent backs up only while the session is locked or idle.
+    pub require_idle: bool,
+    /// The agent may back up on a metered network.
+    pub allow_metered: bool,
+    /// How often the agent checks, e.g. `"5m"`.
+    pub check_every: String,
+    /// The agent runs with the lowest CPU and I/O priority.
+    pub background_priority: bool,
 }
 
 impl Default for Config {
@@ -50,6 +60,11 @@ impl Default for Config {
             category_priority: crate::categories::default_priority(),
             partial: true,
             interval: "24h".into(),
+            require_power: true,
+            require_idle: true,
+            allow_metered: false,
+            check_every: "5m".into(),
+            background_priority: true,
         }
     }
 }

@@ -125,10 +125,7 @@ pub fn run(dir: &ConfigDir) -> Vec<Check> {
         }
         Err(e) => out.push(error_check("upload speed", &e)),
     }
-    out.push(info(
-        "automatic backups",
-        "no agent watches this device yet: back up with `haven backup`".into(),
-    ));
+    out.push(automatic(dir));
     match remote.attempts(Some(&profile.device), 20) {
         Ok(a) => out.push(last_backup(&a)),
         Err(e) => out.push(error_check("last backup", &e)),
@@ -160,6 +157,35 @@ pub fn run(dir: &ConfigDir) -> Vec<Check> {
     }
     out.extend(local_state(dir));
     out
+}
+
+fn automatic(dir: &ConfigDir) -> Check {
+    use crate::agent::conditions::Source;
+    let now = match Source::system().read() {
+        Ok(c) => format!(
+            "now: {}, {}, {}",
+            if c.on_power { "on power" } else { "on battery" },
+            if c.idle { "idle" } else { "in use" },
+            if c.metered {
+                "metered network"
+            } else {
+                "unmetered network"
+            }
+        ),
+        Err(e) => format!("conditions unknown: {e}"),
+    };
+    match (crate::agent::running(dir), crate::agent::read_state(dir)) {
+        (true, Some(s)) => info(
+            "automatic backups",
+            format!("the agent is {}: {}; {now}", s.state, s.reason),
+        ),
+        _ => check(
+            "automatic backups",
+            "info",
+            format!("no agent runs for this device; {now}"),
+            vec!["Start automatic backups with `haven agent install` (systemd user service) or `haven agent`.".into()],
+        ),
+    }
 }
 
 fn versions(h: &Health) -> Check {

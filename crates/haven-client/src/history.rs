@@ -67,6 +67,17 @@ pub fn attempt(started: SystemTime, result: &Result<BackupReport>) -> Option<Att
         {
             return None;
         }
+        Err(e) if e.code() == ErrorCode::BackupPaused => Attempt {
+            device: String::new(),
+            started,
+            finished,
+            result: "paused".into(),
+            code: Some(e.code().as_str().into()),
+            message: e.body().message.clone(),
+            fix: Vec::new(),
+            snapshot: None,
+            uploaded_bytes: 0,
+        },
         Err(e) => Attempt {
             device: String::new(),
             started,

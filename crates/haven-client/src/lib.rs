@@ -6,6 +6,7 @@
 //! says what happened and what to do.
 
 pub mod account;
+pub mod agent;
 mod archiver;
 pub mod backup;
 mod cache;

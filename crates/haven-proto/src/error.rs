@@ -61,6 +61,11 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// The plan does not exist or users may not choose it themselves.
     PlanNotAllowed,
+    /// Client side: the backup stopped at a checkpoint because a condition
+    /// of automatic backups stopped holding; the next run resumes it.
+    BackupPaused,
+    /// Client side: an agent already runs for this state directory.
+    AgentRunning,
 }
 
 impl ErrorCode {
@@ -95,6 +100,8 @@ impl ErrorCode {
             ErrorCode::ConfigInvalid => "config_invalid",
             ErrorCode::QuotaExceeded => "quota_exceeded",
             ErrorCode::PlanNotAllowed => "plan_not_allowed",
+            ErrorCode::BackupPaused => "backup_paused",
+            ErrorCode::AgentRunning => "agent_running",
         }
     }
 }

@@ -39,8 +39,12 @@ pub async fn open_state(mut config: Config) -> anyhow::Result<SharedState> {
         }
         None => Arc::new(local),
     };
+    // A rebuilt database keeps the secret it had (fake salts stay stable).
     let mut secret = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut secret);
+    match objects.get("meta/settings/prelogin_secret").await {
+        Ok(old) if old.len() == 32 => secret.copy_from_slice(&old),
+        _ => rand::rngs::OsRng.fill_bytes(&mut secret),
+    }
     let stored = meta.setting_init("prelogin_secret", &secret).await?;
     let prelogin_secret = stored
         .as_slice()

@@ -250,6 +250,9 @@ pub async fn recover(
         }
         let kdf =
             serde_json::to_string(&np.kdf).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        // Sign-ins go from the copy first: a rebuilt database must never
+        // bring back a sign-in that the password change revoked.
+        crate::journal::tokens_cleared(&state, account.id).await?;
         state
             .meta
             .account_set_password(
@@ -260,7 +263,6 @@ pub async fn recover(
             )
             .await?;
         crate::journal::account(&state, account.id).await?;
-        crate::journal::tokens_cleared(&state, account.id).await?;
         tracing::info!(
             account_id = account.id,
             "password reset with the recovery key"

@@ -367,8 +367,11 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     check_snapshot_id(&id)?;
-    if state.meta.snapshot_delete(caller.account_id, &id).await? {
+    // The copy goes first: a rebuilt database never brings back a deleted backup.
+    if state.meta.snapshot(caller.account_id, &id).await?.is_some() {
         crate::journal::snapshot_deleted(&state, caller.account_id, &id).await?;
+    }
+    if state.meta.snapshot_delete(caller.account_id, &id).await? {
         tracing::info!(account_id = caller.account_id, snapshot = %id, "snapshot deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

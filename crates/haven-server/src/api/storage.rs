@@ -228,9 +228,9 @@ pub async fn add_attempt(
     caller: Caller,
     Json(a): Json<Attempt>,
 ) -> ApiResult<StatusCode> {
-    if !matches!(a.result.as_str(), "ok" | "partial" | "failed") {
+    if !matches!(a.result.as_str(), "ok" | "partial" | "failed" | "paused") {
         return Err(ApiError::bad_request(
-            "result is one of ok, partial, failed.",
+            "result is one of ok, partial, failed, paused.",
         ));
     }
     let clip = |s: &str, n: usize| s.chars().take(n).collect::<String>();
