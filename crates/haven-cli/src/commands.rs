@@ -27,7 +27,8 @@ pub fn wants_json(c: &Command) -> bool {
         | Command::Status { json }
         | Command::Verify { json, .. }
         | Command::Doctor { json }
-        | Command::Agent { json, .. } => *json,
+        | Command::Agent { json, .. }
+        | Command::Console { json } => *json,
         Command::Backups {
             command:
                 BackupsCommand::List { json, .. }
@@ -164,6 +165,29 @@ pub fn run(command: Command) -> Result<u8> {
             max_runs,
             json,
         ),
+        Command::Console { json } => {
+            let (_, _, remote) = signed_in()?;
+            let v: serde_json::Value = remote.post("/v1/console/link", &json!({}))?;
+            let url = v["url"].as_str().unwrap_or_default().to_string();
+            if json {
+                print_json(&v);
+            } else {
+                println!(
+                    "Open this link to sign in to the Haven console (once, within 10 minutes):"
+                );
+                println!("  {url}");
+                let desktop = std::env::var_os("DISPLAY").is_some()
+                    || std::env::var_os("WAYLAND_DISPLAY").is_some();
+                if desktop {
+                    let _ = std::process::Command::new("xdg-open")
+                        .arg(&url)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn();
+                }
+            }
+            Ok(0)
+        }
         Command::Doctor { json } => {
             let dir = ConfigDir::from_env()?;
             let checks = haven_client::doctor::run(&dir);

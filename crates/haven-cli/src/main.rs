@@ -148,6 +148,12 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Print a one-time link that signs this account in to the web console.
+    Console {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check everything a backup depends on, and say what to fix.
     Doctor {
         /// Print the result as JSON.

@@ -285,6 +285,13 @@ fn last_backup(attempts: &[Attempt]) -> Check {
             "last backup",
             format!("{} succeeded ({})", a.finished, a.message),
         ),
+        Some(a) if a.result == "paused" => info(
+            "last backup",
+            format!(
+                "{} paused by the agent: it resumes when the conditions hold again",
+                a.finished
+            ),
+        ),
         Some(a) if a.result == "partial" => fail(
             "last backup",
             format!("{} was partial: {}", a.finished, a.message),

@@ -334,6 +334,24 @@ impl std::fmt::Debug for Keys {
 mod tests {
     use super::*;
 
+    /// The console's page derives the auth key in JavaScript
+    /// (`web/kdf.js`); this vector is the one its bundle computes.
+    #[test]
+    fn auth_key_matches_the_browser_derivation() {
+        let params = KdfParams {
+            algorithm: "argon2id".into(),
+            memory_kib: 256,
+            iterations: 1,
+            parallelism: 1,
+            salt: "00112233445566778899aabbccddeeff".into(),
+        };
+        let keys = derive_login_keys(b"correct horse battery", &params).expect("derive");
+        assert_eq!(
+            keys.auth.to_hex(),
+            "0c02df7b99c5d0e401166de23fc5144000d741489433202b18e0f884d3dfc0d4"
+        );
+    }
+
     fn weak_params() -> KdfParams {
         KdfParams {
             algorithm: "argon2id".into(),

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod integrity;
 pub mod journal;

@@ -436,6 +436,28 @@ pub trait MetaStore: Send + Sync + 'static {
         refs: &[BlobId],
     ) -> Result<bool, StoreError>;
 
+    /// Stores a console session (the hash of its cookie).
+    async fn console_session_create(
+        &self,
+        hash: [u8; 32],
+        account_id: i64,
+        csrf: &str,
+        expires: i64,
+    ) -> Result<(), StoreError>;
+    /// `(account_id, csrf)` of an unexpired console session.
+    async fn console_session(&self, hash: [u8; 32]) -> Result<Option<(i64, String)>, StoreError>;
+    /// Ends a console session.
+    async fn console_session_delete(&self, hash: [u8; 32]) -> Result<(), StoreError>;
+    /// Stores a one-time sign-in link (the hash of its token).
+    async fn console_link_create(
+        &self,
+        hash: [u8; 32],
+        account_id: i64,
+        expires: i64,
+    ) -> Result<(), StoreError>;
+    /// Uses a link: its account if it is unused and unexpired, once.
+    async fn console_link_redeem(&self, hash: [u8; 32]) -> Result<Option<i64>, StoreError>;
+
     /// Records a backup attempt.
     async fn attempt_add(
         &self,

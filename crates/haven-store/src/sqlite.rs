@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0003_usage.sql"),
     include_str!("../migrations/sqlite/0004_plans.sql"),
     include_str!("../migrations/sqlite/0005_integrity.sql"),
+    include_str!("../migrations/sqlite/0006_console.sql"),
 ];
 
 /// SQLite behind [`MetaStore`].
@@ -1137,6 +1138,79 @@ impl MetaStore for SqliteMeta {
         .await?;
         tx.commit().await?;
         Ok(true)
+    }
+
+    async fn console_session_create(
+        &self,
+        hash: [u8; 32],
+        account_id: i64,
+        csrf: &str,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_sessions (hash, account_id, csrf, created, expires) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&hash[..])
+        .bind(account_id)
+        .bind(csrf)
+        .bind(now_secs())
+        .bind(expires)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn console_session(&self, hash: [u8; 32]) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT account_id, csrf FROM console_sessions WHERE hash = ? AND expires > ?",
+        )
+        .bind(&hash[..])
+        .bind(now_secs())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn console_session_delete(&self, hash: [u8; 32]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM console_sessions WHERE hash = ?")
+            .bind(&hash[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn console_link_create(
+        &self,
+        hash: [u8; 32],
+        account_id: i64,
+        expires: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO console_links (hash, account_id, expires) VALUES (?, ?, ?)")
+            .bind(&hash[..])
+            .bind(account_id)
+            .bind(expires)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn console_link_redeem(&self, hash: [u8; 32]) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let account: Option<i64> = sqlx::query_scalar(
+            "SELECT account_id FROM console_links WHERE hash = ? AND used IS NULL AND expires > ?",
+        )
+        .bind(&hash[..])
+        .bind(now_secs())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if account.is_some() {
+            sqlx::query("UPDATE console_links SET used = ? WHERE hash = ?")
+                .bind(now_secs())
+                .bind(&hash[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(account)
     }
 
     async fn packs_all(&self) -> Result<Vec<PackRow>, StoreError> {

@@ -391,19 +391,19 @@ fn notify_once(st: &mut AgentState, reason: &str, summary: &str, body: &str) {
     if st.notified.get(reason).is_some_and(|t| now() - t < DAY) {
         return;
     }
-    match notify::send(summary, body) {
-        Ok(()) => {
-            st.notified.insert(reason.to_string(), now());
-        }
-        Err(e) => tracing::warn!("cannot show a notification ({e}): {summary}: {body}"),
+    if let Err(e) = notify::send(summary, body) {
+        tracing::warn!("cannot show a notification ({e}): {summary}: {body}");
     }
+    // Counted either way: a machine without a notification service is not
+    // retried (and logged) at every check.
+    st.notified.insert(reason.to_string(), now());
 }
 
 /// The systemd user unit that keeps the agent running.
 pub fn systemd_unit(haven: &std::path::Path) -> String {
     format!(
         "[Unit]\nDescription=Haven automatic backups\nAfter=network-online.target\n\n\
-         [Service]\nExecStart={} agent\nRestart=on-failure\nRestartSec=60\n\
+         [Service]\nExecStart={} agent\nRestart=on-failure\nRestartSec=60\nEnvironment=HAVEN_LOG=info\n\
          Nice=19\nIOSchedulingClass=idle\n\n[Install]\nWantedBy=default.target\n",
         haven.display()
     )

@@ -207,6 +207,21 @@ fn hash_matches(stored: &[u8], key: &AuthKey) -> bool {
         .is_ok_and(|s| blake3::Hash::from(s) == blake3::Hash::from(key.server_hash()))
 }
 
+/// The account whose password derived `auth_key_hex` (the console's
+/// sign-in; the same check as login).
+pub async fn check_password(
+    state: &SharedState,
+    email: &str,
+    auth_key_hex: &str,
+) -> ApiResult<haven_store::meta::Account> {
+    let email = normalize_email(email)?;
+    let key = key32(auth_key_hex, "auth_key")?;
+    match state.meta.account_by_email(&email).await? {
+        Some(a) if hash_matches(&a.auth_hash, &key) => Ok(a),
+        _ => Err(ApiError::wrong_password()),
+    }
+}
+
 /// `POST /v1/auth/login`.
 pub async fn login(
     State(state): State<SharedState>,

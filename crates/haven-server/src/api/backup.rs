@@ -406,7 +406,7 @@ pub async fn open_session(
     }))
 }
 
-pub(super) async fn with_freed(
+pub async fn with_freed(
     state: &SharedState,
     account_id: i64,
     row: SnapshotRow,

@@ -1,8 +1,8 @@
 //! The HTTP API (see docs/API.md).
 
 pub mod auth;
-mod backup;
-mod storage;
+pub mod backup;
+pub mod storage;
 pub mod upload;
 
 use axum::Router;
@@ -60,6 +60,7 @@ pub fn router(state: SharedState) -> Router {
             get(backup::get).delete(backup::delete),
         )
         .route("/v1/snapshots/{id}/damaged", get(backup::damaged))
+        .merge(crate::console::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_LIMIT))
         .layer(middleware::from_fn_with_state(

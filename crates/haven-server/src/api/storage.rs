@@ -24,13 +24,18 @@ pub async fn usage(
     State(state): State<SharedState>,
     caller: Caller,
 ) -> ApiResult<Json<UsageResponse>> {
-    let account = state.meta.account(caller.account_id).await?;
+    Ok(Json(usage_of(&state, caller.account_id).await?))
+}
+
+/// Where an account's storage went (the API's and the console's figures).
+pub async fn usage_of(state: &SharedState, account_id: i64) -> ApiResult<UsageResponse> {
+    let account = state.meta.account(account_id).await?;
     let plan = state
         .config
         .plan(account.and_then(|a| a.plan).as_deref())
         .cloned();
-    let u = state.meta.usage(caller.account_id).await?;
-    let devices = state.meta.devices(caller.account_id).await?;
+    let u = state.meta.usage(account_id).await?;
+    let devices = state.meta.devices(account_id).await?;
     let mut categories = Vec::new();
     for (device, json) in &u.categories {
         let stats: Vec<CategoryStat> = serde_json::from_str(json).unwrap_or_default();
@@ -42,7 +47,7 @@ pub async fn usage(
         }));
     }
     let quota = plan.as_ref().map(|p| p.quota_bytes);
-    Ok(Json(UsageResponse {
+    Ok(UsageResponse {
         plan: plan.map(|p| p.name),
         quota,
         used: u.used,
@@ -60,7 +65,7 @@ pub async fn usage(
             haven_store::now_secs(),
             &devices,
         ),
-    }))
+    })
 }
 
 /// `GET /v1/plans`.
@@ -274,19 +279,20 @@ pub async fn attempts(
         .meta
         .attempts(caller.account_id, device, q.limit.unwrap_or(100).min(1000))
         .await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|r| Attempt {
-                device: r.device,
-                started: rfc3339(r.started),
-                finished: rfc3339(r.finished),
-                result: r.result,
-                code: r.code,
-                message: r.message,
-                fix: serde_json::from_str(&r.fix).unwrap_or_default(),
-                snapshot: r.snapshot,
-                uploaded_bytes: r.uploaded,
-            })
-            .collect(),
-    ))
+    Ok(Json(rows.into_iter().map(attempt).collect()))
+}
+
+/// An attempt as the API and the console show it.
+pub fn attempt(r: AttemptRow) -> Attempt {
+    Attempt {
+        device: r.device,
+        started: rfc3339(r.started),
+        finished: rfc3339(r.finished),
+        result: r.result,
+        code: r.code,
+        message: r.message,
+        fix: serde_json::from_str(&r.fix).unwrap_or_default(),
+        snapshot: r.snapshot,
+        uploaded_bytes: r.uploaded,
+    }
 }

@@ -1,0 +1,36 @@
+// Sign-in: derive the auth key in the page (the password never leaves
+// it), then exchange it for a session cookie.
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("signin");
+  if (!form) return;
+  const status = document.getElementById("signin-status");
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const email = form.email.value.trim();
+    const password = form.password.value;
+    const button = form.querySelector("button");
+    button.disabled = true;
+    status.textContent = "Checking your password…";
+    try {
+      const pre = await fetch("/v1/auth/prelogin", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email }),
+      });
+      if (!pre.ok) throw await pre.json();
+      const { kdf } = await pre.json();
+      const auth_key = await globalThis.havenAuthKey(password, kdf);
+      const res = await fetch("/signin", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email, auth_key }),
+      });
+      if (!res.ok) throw await res.json();
+      window.location.href = "/";
+    } catch (e) {
+      const err = (e && e.error) || { message: String(e), fix: [] };
+      status.textContent = err.message + " " + (err.fix || []).join(" ");
+      button.disabled = false;
+    }
+  });
+});
