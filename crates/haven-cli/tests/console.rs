@@ -99,6 +99,10 @@ fn every_page_and_action_with_permissions() {
     ] {
         assert!(page.contains(want), "{want}");
     }
+    assert!(
+        !page.contains("name=\"password\"") && !page.contains("action="),
+        "without JavaScript the password is never submitted"
+    );
     for asset in ["htmx.min.js", "kdf.js", "signin.js", "style.css"] {
         assert_eq!(get(&format!("{url}/static/{asset}"), "").0, 200);
     }

@@ -6,8 +6,8 @@ document.addEventListener("DOMContentLoaded", () => {
   const status = document.getElementById("signin-status");
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
-    const email = form.email.value.trim();
-    const password = form.password.value;
+    const email = document.getElementById("email").value.trim();
+    const password = document.getElementById("password").value;
     const button = form.querySelector("button");
     button.disabled = true;
     status.textContent = "Checking your password…";
@@ -17,7 +17,7 @@ document.addEventListener("DOMContentLoaded", () => {
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ email }),
       });
-      if (!pre.ok) throw await pre.json();
+      if (!pre.ok) throw await pre.json().catch(() => ({ error: { message: "The server answered " + pre.status + ".", fix: ["Try again."] } }));
       const { kdf } = await pre.json();
       const auth_key = await globalThis.havenAuthKey(password, kdf);
       const res = await fetch("/signin", {
@@ -25,7 +25,7 @@ document.addEventListener("DOMContentLoaded", () => {
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ email, auth_key }),
       });
-      if (!res.ok) throw await res.json();
+      if (!res.ok) throw await res.json().catch(() => ({ error: { message: "The server answered " + res.status + ".", fix: ["Try again."] } }));
       window.location.href = "/";
     } catch (e) {
       const err = (e && e.error) || { message: String(e), fix: [] };

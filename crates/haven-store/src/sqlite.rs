@@ -315,12 +315,14 @@ impl MetaStore for SqliteMeta {
             .bind(account_id)
             .execute(&mut *tx)
             .await?;
-        // A new password signs every device out: whoever knew the old one
-        // must not keep a working token.
-        sqlx::query("DELETE FROM tokens WHERE account_id = ?")
-            .bind(account_id)
-            .execute(&mut *tx)
-            .await?;
+        // A new password signs every device and browser out: whoever knew
+        // the old one must not keep a working token, session or link.
+        for table in ["tokens", "console_sessions", "console_links"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE account_id = ?"))
+                .bind(account_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

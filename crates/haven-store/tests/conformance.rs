@@ -162,9 +162,21 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         m.token_lookup([5; 32]).await.expect("lookup"),
         Some((a, da.id))
     );
+    m.console_session_create([6; 32], a, "csrf", i64::MAX)
+        .await
+        .expect("session");
+    m.console_link_create([4; 32], a, i64::MAX)
+        .await
+        .expect("link");
     m.account_set_password(a, "{}", [7; 32], &[8; 73])
         .await
         .expect("password");
+    assert_eq!(
+        m.console_session([6; 32]).await.expect("session"),
+        None,
+        "a new password ends browser sessions"
+    );
+    assert_eq!(m.console_link_redeem([4; 32]).await.expect("link"), None);
     assert_eq!(
         m.token_lookup([5; 32]).await.expect("lookup"),
         None,

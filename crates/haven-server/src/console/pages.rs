@@ -39,11 +39,13 @@ pub async fn signin_page() -> Markup {
     let body = html! {
         div.signin.card {
             h1 { "Sign in to Haven" }
-            form #signin method="post" action="/signin" {
+            // No `name` on the password field and no form action: even
+            // without JavaScript the password is never submitted.
+            form #signin {
                 label for="email" { "Email" }
-                input #email type="email" name="email" autocomplete="username" required;
+                input #email type="email" autocomplete="username" required;
                 label for="password" { "Password" }
-                input #password type="password" name="password" autocomplete="current-password" required;
+                input #password type="password" autocomplete="current-password" required;
                 p { button type="submit" { "Sign in" } }
                 p #signin-status role="status" aria-live="polite" {}
             }
@@ -346,7 +348,7 @@ pub async fn device(
     let body = html! {
         h1 { (name) }
         @if let (Some(d), Some(f)) = (&q.deleted, q.freed) {
-            p.warn role="status" { "Deleted backup " (&d[..8.min(d.len())]) "; " (size(f)) " freed." }
+            p.warn role="status" { "Deleted backup " (d.chars().take(8).collect::<String>()) "; " (size(f)) " freed." }
         }
         (categories_fragment(&name, &cats, &user.csrf))
         section.card aria-labelledby="b-h" {
@@ -369,7 +371,7 @@ pub async fn device(
                                 td.num { (size(b.bytes)) }
                                 td.num.wide { (size(b.freed_if_deleted)) }
                                 td { @if b.health == "ok" { span.ok { "ok" } } @else { span.bad { "damaged" } } }
-                                td { a.button.danger href=(format!("/devices/{}/backups/{}/delete", urlencode(&name), b.id)) aria-label=(format!("Delete the backup of {}", b.time)) { "Delete" } }
+                                td { a.button.danger href=(format!("/devices/{}/backups/{}/delete", urlencode(&name), b.id)) aria-label=(format!("Delete the backup of {} ({})", b.time, b.id.chars().take(8).collect::<String>())) { "Delete" } }
                             }
                         }
                     }
@@ -395,6 +397,13 @@ pub async fn toggle_category(
     let user = signed_in!(state, headers);
     if let Err(r) = check_csrf(&user, &headers, None) {
         return r;
+    }
+    if category.is_empty() || category.len() > 64 || category.chars().any(char::is_control) {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "A category name is 1 to 64 printable characters.",
+            "Pick a category from the list.",
+        );
     }
     let id = match device_id(&state, &user, &name).await {
         Ok(id) => id,
@@ -591,7 +600,7 @@ pub async fn admin(
             "Ask an administrator if you need something changed.",
         );
     }
-    let days = q.days.unwrap_or(7).max(1);
+    let days = q.days.unwrap_or(7).clamp(1, 36_500);
     let now = haven_store::now_secs();
     let accounts = or_problem!(state.meta.accounts().await);
     let mut users = Vec::new();
