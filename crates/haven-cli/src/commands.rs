@@ -166,9 +166,19 @@ pub fn run(command: Command) -> Result<u8> {
             json,
         ),
         Command::Console { json } => {
-            let (_, _, remote) = signed_in()?;
-            let v: serde_json::Value = remote.post("/v1/console/link", &json!({}))?;
-            let url = v["url"].as_str().unwrap_or_default().to_string();
+            let (_, profile, remote) = signed_in()?;
+            let mut v: serde_json::Value = remote.post("/v1/console/link", &json!({}))?;
+            // The link is built from the address this device knows the
+            // server by, never from what the server says (only the token,
+            // which is checked to be hex, comes from it).
+            let token = v["token"].as_str().unwrap_or_default().to_string();
+            if token.is_empty() || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ClientError::corrupted(
+                    "the server sent a malformed sign-in token",
+                ));
+            }
+            let url = format!("{}/link/{token}", profile.server.trim_end_matches('/'));
+            v["url"] = url.clone().into();
             if json {
                 print_json(&v);
             } else {

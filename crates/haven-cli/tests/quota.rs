@@ -366,6 +366,11 @@ fn concurrent_pack_uploads_stop_at_the_quota() {
     );
     let u = dev.json(&["storage", "--json"]);
     assert!(u["used"].as_u64().unwrap() <= 10 * MB, "{u}");
+    assert_eq!(
+        pack_files(&server.data_dir),
+        9,
+        "refused packs leave no file behind"
+    );
 }
 
 #[test]

@@ -52,6 +52,10 @@ fn a_deleted_database_is_rebuilt_and_every_backup_restores() {
     let list_before = dev.json(&["backups", "list", "--all", "--json"]);
     let usage_before = dev.json(&["storage", "--json"]);
     let config = server.config.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refused = rt.block_on(haven_server::reindex(&config)).unwrap_err();
+    assert!(refused.to_string().contains("stop it first"), "{refused}");
+    drop(rt);
     let addr: std::net::SocketAddr = server.url().trim_start_matches("http://").parse().unwrap();
     drop(server);
     for f in ["haven.db", "haven.db-wal", "haven.db-shm"] {

@@ -101,6 +101,8 @@ pub struct Archiver<'a> {
     /// Blobs the server reported damaged or missing: files that hold them
     /// are read again even when unchanged, which uploads them again.
     pub damaged: HashSet<BlobId>,
+    /// Read every file, even unchanged ones.
+    pub read_all: bool,
     /// When set, the walk commits a checkpoint and stops (`backup_paused`).
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     frames: Vec<Frame>,
@@ -149,6 +151,7 @@ impl<'a> Archiver<'a> {
             stats: Vec::new(),
             damaged: HashSet::new(),
             stop: None,
+            read_all: false,
             frames: Vec::new(),
         }
     }
@@ -426,7 +429,8 @@ impl<'a> Archiver<'a> {
                     o.clone()
                 }
                 Some(o)
-                    if fsmeta::unchanged(o, meta)
+                    if !self.read_all
+                        && fsmeta::unchanged(o, meta)
                         && !o.content.iter().any(|c| self.damaged.contains(&c.0)) =>
                 {
                     for c in &o.content {

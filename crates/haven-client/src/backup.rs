@@ -321,19 +321,23 @@ fn backup_locked(
         opts,
         progress,
     };
-    let mut result = run(&ctx, parent.as_ref());
+    let mut result = run(&ctx, parent.as_ref(), false);
     // The server no longer has blobs this run relied on: lost data of the
     // previous backup, or unreferenced data that GC collected between the
     // "missing?" answer and the commit (the commit is refused then, never
     // accepted with holes). Read everything again: the "missing?" answers
     // are fresh, so this run uploads them.
-    for _ in 0..2 {
+    // The first retry keeps the parent for planning and for the previous
+    // copies of categories left out, and only stops trusting unchanged
+    // files; the last one starts from nothing.
+    for last_resort in [false, true] {
         match &result {
             Err(e) if e.code() == ErrorCode::BlobsMissing => {
                 tracing::warn!(
                     "the server is missing data this backup relies on; reading every file again"
                 );
-                result = run(&ctx, None);
+                let p = if last_resort { None } else { parent.as_ref() };
+                result = run(&ctx, p, true);
             }
             _ => break,
         }
@@ -358,7 +362,13 @@ struct RunContext<'a> {
     progress: &'a dyn Fn(&Progress),
 }
 
-fn run(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupReport> {
+/// One run; `read_all` reads every file even when the parent has it
+/// unchanged (the server lost some of its data).
+fn run(
+    ctx: &RunContext<'_>,
+    parent: Option<&SnapshotRecord>,
+    read_all: bool,
+) -> Result<BackupReport> {
     let RunContext {
         profile,
         remote,
@@ -392,7 +402,11 @@ fn run(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupRe
     let mut scanner = Scanner::new(keys, remote, cache, excluder, categorizer);
     scanner.virtual_dir(Path::new("/"), &sel, parent_root.as_ref());
     let scan = scanner.scan;
-    let switches = remote.report_scan(&scan.report(categorizer))?;
+    // A server without categories (older than this client): all are on.
+    let switches = match remote.report_scan(&scan.report(categorizer)) {
+        Err(e) if e.code() == ErrorCode::NotFound => Vec::new(),
+        other => other?,
+    };
     let disabled: HashSet<String> = switches
         .iter()
         .filter(|c| !c.enabled)
@@ -477,6 +491,7 @@ fn run(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupRe
         a.categories = Some((categorizer, plan.filter.clone()));
         a.damaged = session.damaged.iter().copied().collect();
         a.stop = opts.stop.clone();
+        a.read_all = read_all;
         let walked = (|| -> Result<BlobId> {
             let root = a.virtual_dir(Path::new("/"), &sel, parent_root, None)?;
             let files = counters.files.load(Ordering::Relaxed);

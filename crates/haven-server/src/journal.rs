@@ -255,6 +255,49 @@ pub async fn categories(
         .await
 }
 
+/// Writes the copies of everything the database holds once (for data
+/// from before the copies existed), remembered by a setting. Device
+/// sign-ins from before are not copied: those devices sign in again after
+/// a rebuild.
+pub async fn backfill(state: &SharedState) -> Result<(), StoreError> {
+    if state.meta.setting("journal_backfilled").await?.is_some() {
+        return Ok(());
+    }
+    for a in state.meta.accounts().await? {
+        account(state, a.id).await?;
+        for d in state.meta.devices(a.id).await? {
+            device(state, &d).await?;
+            categories(state, a.id, d.id).await?;
+        }
+        for s in state.meta.snapshots(a.id, None).await? {
+            let refs = state.meta.snapshot_refs(a.id, &s.id).await?;
+            let doc = SnapshotDoc {
+                account_id: a.id,
+                id: s.id.clone(),
+                device_id: s.device_id,
+                time: s.time,
+                files: s.files,
+                bytes: s.bytes,
+                snapshot_blob: s.snapshot_blob,
+                parent: s.parent.clone(),
+                client_version: s.client_version.clone(),
+                complete: s.complete,
+                partial: s.partial,
+                categories: s.categories.clone(),
+                session: None,
+            };
+            let (doc_key, refs_key) = snapshot_keys(a.id, &s.id);
+            state
+                .objects
+                .put(&refs_key, refs.iter().flat_map(|r| r.0).collect())
+                .await?;
+            state.objects.put(&doc_key, json(&doc)).await?;
+        }
+    }
+    state.meta.setting_init("journal_backfilled", b"1").await?;
+    Ok(())
+}
+
 /// What a rebuild found.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ReindexReport {
@@ -268,6 +311,9 @@ pub struct ReindexReport {
     pub snapshots: u64,
     /// Snapshots left out because blobs they reference are in no pack.
     pub incomplete_snapshots: Vec<String>,
+    /// Records left out because what they belong to has no copy (an
+    /// account or device unknown to `meta/`).
+    pub orphans: u64,
 }
 
 fn unhex(key: &str, s: &str) -> Result<Vec<u8>, StoreError> {
@@ -304,7 +350,7 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
     }
     for key in objects.list("meta/devices/").await? {
         let d: DeviceDoc = parse(&key, &objects.get(&key).await?)?;
-        state
+        let imported = state
             .meta
             .import_device(&Device {
                 id: d.id,
@@ -313,8 +359,15 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
                 created: d.created,
                 last_backup: None,
             })
-            .await?;
-        r.devices += 1;
+            .await;
+        match imported {
+            Ok(()) => r.devices += 1,
+            Err(StoreError::Db(e)) => {
+                tracing::warn!(object = %key, "device left out: {e}");
+                r.orphans += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
     for key in objects.list("meta/tokens/").await? {
         let d: TokenDoc = parse(&key, &objects.get(&key).await?)?;
@@ -325,11 +378,15 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
             .and_then(|h| hex::decode(h).ok())
             .and_then(|h| <[u8; 32]>::try_from(h).ok())
             .ok_or_else(|| StoreError::Invalid(format!("journal object {key}: bad name")))?;
-        state
+        match state
             .meta
             .token_create(hash, d.account_id, d.device_id)
-            .await?;
-        r.sign_ins += 1;
+            .await
+        {
+            Ok(()) => r.sign_ins += 1,
+            Err(StoreError::Db(_)) => r.orphans += 1,
+            Err(e) => return Err(e),
+        }
     }
     for key in objects.list("packs/").await? {
         let Some(account_id) = key.split('/').nth(1).and_then(|a| a.parse::<i64>().ok()) else {
@@ -355,7 +412,7 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
             })
             .collect();
         let size = bytes.len() as u64;
-        state
+        let inserted = state
             .meta
             .pack_insert(
                 account_id,
@@ -366,9 +423,18 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
                 None,
                 None,
             )
-            .await?;
-        r.packs += 1;
-        r.blobs += blobs.len() as u64;
+            .await;
+        match inserted {
+            Ok(_) => {
+                r.packs += 1;
+                r.blobs += blobs.len() as u64;
+            }
+            Err(StoreError::Db(e)) => {
+                tracing::warn!(pack = %key, "pack of an unknown account left out: {e}");
+                r.orphans += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
     for key in objects.list("meta/snapshots/").await? {
         let Some(stem) = key.strip_suffix(".json") else {
@@ -401,24 +467,33 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
             partial: d.partial,
             categories: d.categories,
             damaged: 0,
+            created: d.time,
         };
-        if state
+        match state
             .meta
             .import_snapshot(d.account_id, &row, d.session.as_deref(), &refs)
-            .await?
+            .await
         {
-            r.snapshots += 1;
-        } else {
-            r.incomplete_snapshots.push(d.id);
+            Ok(true) => r.snapshots += 1,
+            Ok(false) => r.incomplete_snapshots.push(d.id),
+            Err(StoreError::Db(e)) => {
+                tracing::warn!(snapshot = %d.id, "backup of an unknown device left out: {e}");
+                r.orphans += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
     for key in objects.list("meta/categories/").await? {
         let d: CategoriesDoc = parse(&key, &objects.get(&key).await?)?;
         for (name, enabled) in d.switches {
-            state
+            if let Err(e) = state
                 .meta
                 .category_set(d.account_id, d.device_id, &name, enabled)
-                .await?;
+                .await
+            {
+                tracing::warn!(object = %key, "category switch left out: {e}");
+                r.orphans += 1;
+            }
         }
     }
     Ok(r)

@@ -59,6 +59,7 @@ pub async fn open_state(mut config: Config) -> anyhow::Result<SharedState> {
         uploads: Default::default(),
     });
     journal::setting(&state, "prelogin_secret", &stored).await?;
+    journal::backfill(&state).await?;
     Ok(state)
 }
 
@@ -67,11 +68,34 @@ pub struct Bound {
     pub addr: SocketAddr,
     listener: tokio::net::TcpListener,
     state: SharedState,
+    /// Held while serving: `reindex` refuses to run under a live server.
+    _lock: std::fs::File,
+}
+
+/// Locks the data directory against a rebuild while a server runs.
+fn serving_lock(config: &Config) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let path = config.data_dir.join("server.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "a Haven server is running on {} (or a reindex is): stop it first",
+            config.data_dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
 }
 
 /// Opens the stores and binds the listen address.
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     let listen = config.listen;
+    let lock = serving_lock(&config)?;
     let state = open_state(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -80,6 +104,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         addr: listener.local_addr()?,
         listener,
         state,
+        _lock: lock,
     })
 }
 
@@ -254,6 +279,7 @@ pub async fn set_user_plan(config: &Config, email: &str, plan: &str) -> anyhow::
 /// copies in the object store. The old database file, if any, is kept
 /// beside it as `haven.db.broken-<time>`. The server must not be running.
 pub async fn reindex(config: &Config) -> anyhow::Result<journal::ReindexReport> {
+    let _lock = serving_lock(config)?;
     let db = config.data_dir.join("haven.db");
     if db.exists() {
         let aside = config

@@ -45,22 +45,29 @@ pub fn to_prune(
         .collect()
 }
 
-/// Applies the retention policy to a device; returns the deleted ids.
+/// Applies the retention policy to a device after the backup `just`
+/// committed; returns the deleted ids. A backup's age is its device's time,
+/// but never later than when the server received it: a device whose clock
+/// runs ahead cannot make new backups look older than old ones. The backup
+/// just committed is never deleted.
 pub async fn prune_device(
     state: &SharedState,
     account_id: i64,
     device_id: i64,
+    just: &str,
 ) -> Result<Vec<String>, StoreError> {
-    let snaps: Vec<(String, i64)> = state
+    let mut snaps: Vec<(String, i64)> = state
         .meta
         .snapshots(account_id, Some(device_id))
         .await?
         .into_iter()
         .filter(|s| s.complete)
-        .map(|s| (s.id, s.time))
+        .map(|s| (s.id, s.time.min(s.created)))
         .collect();
+    snaps.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
     let c = &state.config;
-    let doomed = to_prune(c.keep_last, c.keep_weekly, haven_store::now_secs(), &snaps);
+    let mut doomed = to_prune(c.keep_last, c.keep_weekly, haven_store::now_secs(), &snaps);
+    doomed.retain(|id| id != just);
     for id in &doomed {
         crate::journal::snapshot_deleted(state, account_id, id).await?;
         state.meta.snapshot_delete(account_id, id).await?;
@@ -91,16 +98,26 @@ pub fn expiring(expire_days: u32, now: i64, devices: &[Device]) -> Vec<ExpiryWar
 }
 
 /// Deletes the backups of every device that has not backed up for
-/// `expire_days`; returns how many backups were deleted.
+/// `expire_days` by the server's clock (when the server received its
+/// newest backup, whatever the device's clock said); returns how many
+/// backups were deleted.
 pub async fn expire(state: &SharedState) -> Result<u64, StoreError> {
+    if state.config.expire_days == 0 {
+        return Ok(0);
+    }
     let now = haven_store::now_secs();
+    let cutoff = now - i64::from(state.config.expire_days) * DAY;
     let mut deleted = 0;
     for account in state.meta.accounts().await? {
         for d in state.meta.devices(account.id).await? {
-            if expires_at(state.config.expire_days, &d).is_none_or(|at| at > now) {
+            // The decision and the deletions use the same list: a backup
+            // committed meanwhile is not in it, and is not deleted.
+            let snaps = state.meta.snapshots(account.id, Some(d.id)).await?;
+            let newest = snaps.iter().map(|s| s.created).max();
+            if newest.is_none_or(|t| t > cutoff) {
                 continue;
             }
-            for s in state.meta.snapshots(account.id, Some(d.id)).await? {
+            for s in snaps {
                 crate::journal::snapshot_deleted(state, account.id, &s.id).await?;
                 state.meta.snapshot_delete(account.id, &s.id).await?;
                 deleted += 1;

@@ -117,6 +117,8 @@ pub struct SnapshotRow {
     pub partial: bool,
     /// Referenced blobs that scrub found damaged or missing.
     pub damaged: u64,
+    /// When the server committed it (server clock; `time` is the device's).
+    pub created: i64,
     /// Per-category figures, JSON.
     pub categories: String,
 }

@@ -53,6 +53,7 @@ fn snapshot_row(r: &sqlx::sqlite::SqliteRow) -> Result<SnapshotRow, StoreError> 
         partial: r.try_get("partial")?,
         categories: r.try_get("categories")?,
         damaged: r.try_get::<i64, _>("damaged")? as u64,
+        created: r.try_get("created")?,
     })
 }
 
@@ -116,7 +117,7 @@ const OPEN_SESSION_PACKS: &str = "SELECT p.id FROM packs p JOIN sessions s ON s.
      AND s.id = p.session_id WHERE p.account_id = ?1 AND s.closed IS NULL";
 
 const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.time, s.files, s.bytes, \
-     s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete, s.partial, s.categories, \
+     s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete, s.partial, s.categories, s.created, \
      (SELECT COUNT(*) FROM blobs b JOIN snapshot_refs r ON r.account_id = b.account_id AND r.blob_id = b.id \
       WHERE b.account_id = s.account_id AND b.damaged <> 0 AND r.snapshot_id = s.id) AS damaged \
      FROM snapshots s JOIN devices d ON d.id = s.device_id";
@@ -573,7 +574,7 @@ impl MetaStore for SqliteMeta {
             .fetch_one(&mut *tx)
             .await?;
             sqlx::query("UPDATE sessions SET reserved = ? WHERE account_id = ? AND id = ?")
-                .bind((r + stored as u64) as i64)
+                .bind(r.saturating_add(stored as u64).min(i64::MAX as u64) as i64)
                 .bind(account_id)
                 .bind(&id)
                 .execute(&mut *tx)

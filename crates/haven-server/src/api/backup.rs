@@ -288,9 +288,13 @@ pub async fn commit(
             let complete = row.complete;
             let mut rec = record(row);
             if complete {
-                rec.pruned =
-                    crate::retention::prune_device(&state, caller.account_id, caller.device_id)
-                        .await?;
+                rec.pruned = crate::retention::prune_device(
+                    &state,
+                    caller.account_id,
+                    caller.device_id,
+                    &rec.id,
+                )
+                .await?;
             }
             Ok((StatusCode::CREATED, Json(rec)))
         }

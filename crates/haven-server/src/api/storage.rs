@@ -132,7 +132,16 @@ pub async fn set_plan(
     }
     let used = state.meta.usage(caller.account_id).await?.used;
     if used > plan.quota_bytes {
-        return Err(ApiError::quota_exceeded(used - plan.quota_bytes, 0));
+        let mut e = ApiError::quota_exceeded(used - plan.quota_bytes, 0);
+        e.body.message = format!(
+            "Your backups use {used} bytes, more than the {} bytes of the plan {}.",
+            plan.quota_bytes, plan.name
+        );
+        e.body.fix = vec![
+            "Delete backups you no longer need first (`haven storage` shows what each frees), then change plan.".into(),
+            "Or choose a plan at least as big as what you use: `haven plan list`.".into(),
+        ];
+        return Err(e);
     }
     state
         .meta

@@ -98,13 +98,42 @@ async fn store_pack(
         .map_err(|_| ApiError::pack_invalid("verification crashed"))??;
     let key = object_key(caller.account_id, &pack_id);
     let size = bytes.len() as u64;
+    let quota = super::quota(state, caller.account_id).await?;
+    let existed = state.meta.pack_exists(caller.account_id, pack_id).await?;
+    if let Some(q) = quota {
+        // Uploads outside a session would not count until a commit: on an
+        // account with a quota they could fill the disk between GC runs.
+        if session.is_none() {
+            return Err(ApiError::bad_request(
+                "On an account with a quota, packs are uploaded within an open upload session (POST /v1/sessions).",
+            ));
+        }
+        // Refuse before writing anything when the new blobs cannot fit
+        // even ignoring other backups' reservations; `pack_insert` makes
+        // the exact check.
+        let ids: Vec<_> = blobs.iter().map(|b| b.id).collect();
+        let missing: std::collections::HashSet<_> = state
+            .meta
+            .blobs_missing(caller.account_id, &ids)
+            .await?
+            .into_iter()
+            .collect();
+        let new_bytes: u64 = blobs
+            .iter()
+            .filter(|b| missing.contains(&b.id))
+            .map(|b| u64::from(b.length))
+            .sum();
+        let used = state.meta.usage(caller.account_id).await?.used;
+        if new_bytes > 0 && used + new_bytes > q {
+            return Err(ApiError::quota_exceeded(new_bytes, q.saturating_sub(used)));
+        }
+    }
     // Store first, index second: an index entry never points at a pack
     // that is not durably stored. A crash in between leaves an unindexed
-    // object, which a retried upload replaces (and GC removes).
+    // object, which a retried upload replaces.
     state.objects.put(&key, bytes).await?;
     haven_proto::fault::point("after-pack-store");
-    let quota = super::quota(state, caller.account_id).await?;
-    let dup = state
+    let dup = match state
         .meta
         .pack_insert(
             caller.account_id,
@@ -115,7 +144,18 @@ async fn store_pack(
             session,
             quota,
         )
-        .await?;
+        .await
+    {
+        Ok(dup) => dup,
+        Err(e @ haven_store::StoreError::QuotaExceeded { .. }) => {
+            // Refused: the file must not stay behind, unindexed.
+            if !existed {
+                state.objects.delete(&key).await?;
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     haven_proto::fault::point("after-pack-index");
     Ok(PackStored {
         pack: pack_id,

@@ -230,6 +230,7 @@ async fn create_link(
     let scheme = if secure(&headers) { "https" } else { "http" };
     Ok(axum::Json(serde_json::json!({
         "url": format!("{scheme}://{host}/link/{token}"),
+        "token": token,
         "expires": crate::api::rfc3339(expires),
     })))
 }
