@@ -51,4 +51,6 @@ cat <<TXT
 
 Done. The server keeps running (pid $(cat "$data_dir/server.pid" 2>/dev/null || echo "?"); stop it with
 kill \$(cat "$data_dir/server.pid")). Restore with:  $bin/haven restore latest --to /tmp/restore
+Manage storage, devices and backups in the browser at $server/ (or: $bin/haven console).
+Back up automatically with:  $bin/haven agent install
 TXT

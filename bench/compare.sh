@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Haven against restic, rustic and BorgBackup on the same data, in one run,
+# alternating tools, with warm caches. Prints a markdown table (absolute
+# figures and ratios against the best peer) and writes it to
+# bench/results-<date>.md.
+#
+#   bench/compare.sh [--quick] [--runs N] [--data DIR]
+#
+# Needs release builds of Haven (cargo build --release); installs restic,
+# borgbackup, zstd, b3sum and GNU time from apt and rustic with
+# `cargo install rustic-rs --locked` when missing (rustic takes ~35 min to
+# compile on 2 cores: start it early).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+quick=""
+runs=1
+data=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick="--quick" ;;
+        --runs) runs=$2; shift ;;
+        --data) data=$2; shift ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+work=${BENCH_DIR:-/var/tmp/haven-bench}
+mkdir -p "$work"
+data=${data:-$work/data${quick:+-quick}}
+
+need=()
+for t in restic borg zstd b3sum; do command -v $t >/dev/null || need+=("$t"); done
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+    pk=()
+    for t in "${need[@]}"; do case $t in borg) pk+=(borgbackup) ;; *) pk+=("$t") ;; esac; done
+    apt-get install -y -qq "${pk[@]}" >/dev/null
+fi
+# BENCH_TOOLS picks the peers (default: all of them).
+read -r -a tools <<< "${BENCH_TOOLS:-haven restic rustic borg-lz4 borg-zstd}"
+has() { [[ " ${tools[*]} " == *" $1 "* ]]; }
+if has rustic && ! command -v rustic >/dev/null; then cargo install rustic-rs --locked; fi
+haven=$repo/target/release/haven
+server=$repo/target/release/haven-server
+[ -x "$haven" ] && [ -x "$server" ] || (cd "$repo" && cargo build --release -p haven-cli -p haven-server)
+
+[ -d "$data" ] || "$here/make-dataset.sh" "$data" ${quick:-}
+base=$work/base
+rm -rf "$base" && cp -a "$data" "$base"
+export RESTIC_PASSWORD=bench-password RUSTIC_PASSWORD=bench-password BORG_PASSPHRASE=bench-password
+export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+
+results=$work/results.tsv
+: > "$results"
+# measure TOOL STEP CMD...: wall seconds and peak RSS (kB) of CMD.
+measure() {
+    local tool=$1 step=$2
+    shift 2
+    local t
+    t=$(mktemp)
+    /usr/bin/time -v -o "$t" "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; echo "$tool $step failed" >&2; exit 1; }
+    local wall rss
+    wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$t" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+    rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$t")
+    printf '%s\t%s\t%s\t%s\n' "$tool" "$step" "$wall" "$rss" >> "$results"
+    rm -f "$t"
+}
+warm() { tar cf - -C "$1" . | cat >/dev/null; }
+
+repos=$work/repos
+rm -rf "$repos" && mkdir -p "$repos"
+# Haven: its server on loopback with the embedded defaults.
+hs=$repos/haven-server
+port=18499
+"$server" serve --data-dir "$hs" --listen 127.0.0.1:$port --allow-signup 2>"$work/server.log" &
+spid=$!
+trap 'kill $spid 2>/dev/null || true' EXIT
+sleep 1
+export HAVEN_CONFIG_DIR=$repos/haven-client HAVEN_PASSWORD=bench-password-long
+"$haven" signup --server http://127.0.0.1:$port --email bench@example.org --device bench >/dev/null
+printf 'exclude_caches = false\n' > "$HAVEN_CONFIG_DIR/config.toml"
+has restic && restic init -r "$repos/restic" --repository-version 2 >/dev/null
+has rustic && rustic init -r "$repos/rustic" >/dev/null 2>&1
+has borg-lz4 && borg init -e repokey "$repos/borg-lz4" >/dev/null
+has borg-zstd && borg init -e repokey "$repos/borg-zstd" >/dev/null
+
+backup() { # TOOL STEP
+    case $1 in
+        haven) measure haven "$2" "$haven" backup "$base" ;;
+        restic) measure restic "$2" restic -r "$repos/restic" backup --compression auto -q "$base" ;;
+        rustic) measure rustic "$2" rustic -r "$repos/rustic" backup "$base" ;;
+        borg-lz4) measure borg-lz4 "$2" borg create "$repos/borg-lz4::$2" "$base" ;;
+        borg-zstd) measure borg-zstd "$2" borg create --compression zstd,3 "$repos/borg-zstd::$2" "$base" ;;
+    esac
+}
+for step in initial unchanged; do
+    warm "$base"
+    for t in "${tools[@]}"; do backup "$t" "$step"; done
+done
+"$here/mutate.sh" "$base"
+warm "$base"
+for t in "${tools[@]}"; do backup "$t" after-1pct; done
+
+restore() { # TOOL
+    local dst=$work/restore-$1
+    rm -rf "$dst" && mkdir -p "$dst"
+    case $1 in
+        haven) measure haven restore "$haven" restore latest --to "$dst" ;;
+        restic) measure restic restore restic -r "$repos/restic" restore latest --target "$dst" ;;
+        rustic) measure rustic restore rustic -r "$repos/rustic" restore latest "$dst" ;;
+        borg-lz4) (cd "$dst" && measure borg-lz4 restore borg extract "$repos/borg-lz4::after-1pct") ;;
+        borg-zstd) (cd "$dst" && measure borg-zstd restore borg extract "$repos/borg-zstd::after-1pct") ;;
+    esac
+    diff -r "$base" "$dst$base" >/dev/null || { echo "$1 restored something else" >&2; exit 1; }
+    rm -rf "$dst"
+}
+for t in "${tools[@]}"; do restore "$t"; done
+
+# Reference ceilings on the same data.
+warm "$base"
+measure ceiling read-all sh -c "tar cf - -C '$base' . | cat >/dev/null"
+measure ceiling b3sum sh -c "find '$base' -type f -print0 | xargs -0 b3sum >/dev/null"
+measure ceiling tar-zstd sh -c "tar cf - -C '$base' . | zstd -T0 -3 >/dev/null"
+rm -rf "$work/cp" && measure ceiling cp-a cp -a "$base" "$work/cp" && rm -rf "$work/cp"
+measure ceiling find-walk sh -c "find '$base' -printf '%s %T@ %p\n' >/dev/null"
+
+size() { du -sb "$1" | cut -f1; }
+{
+    echo "# Benchmark $(date -u +%Y-%m-%dT%H:%MZ)${quick:+ (quick)}"
+    echo
+    echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r)."
+    echo "Dataset: $(find "$data" -type f | wc -l) files, $(du -sh "$data" | cut -f1)."
+    echo "Haven server peak RSS over the run: $(awk '/VmHWM/ {print $2, $3}' /proc/$spid/status)."
+    echo
+    echo "| tool | step | wall s | peak RSS MB |"
+    echo "|---|---|---:|---:|"
+    awk -F'\t' '{ printf "| %s | %s | %.2f | %.0f |\n", $1, $2, $3, $4/1024 }' "$results"
+    echo
+    echo "| tool | repository bytes |"
+    echo "|---|---:|"
+    echo "| haven | $(size "$hs/objects") |"
+    for t in "${tools[@]}"; do [ "$t" = haven ] || echo "| $t | $(size "$repos/$t") |"; done
+    echo
+    echo "Ratios (best peer's time / Haven's time; above 1 means Haven is faster):"
+    echo
+    awk -F'\t' '
+        $1 == "haven" { h[$2] = $3 }
+        $1 != "haven" && $1 != "ceiling" { if (!($2 in best) || $3 < best[$2]) { best[$2] = $3; who[$2] = $1 } }
+        END { for (s in h) if (s in best) printf "- %s: %.2f× (best peer %s, %.2f s)\n", s, best[s] / h[s], who[s], best[s] }
+    ' "$results"
+} | tee "$here/results-$(date -u +%Y%m%d-%H%M)${quick:+-quick}.md"
