@@ -17,8 +17,20 @@ pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
 
 /// Splits a stream into chunks. Memory use is one `MAX_CHUNK` buffer plus
 /// the chunk being returned, whatever the size of the stream.
+///
+/// The first `MIN_CHUNK + 1` bytes are read before FastCDC starts: a stream
+/// that ends by then is one chunk (FastCDC never cuts below `MIN_CHUNK`),
+/// and small files then cost no `MAX_CHUNK` buffer. Longer streams go
+/// through FastCDC from their first byte, so the boundaries are the same.
 pub struct Chunker<R: Read> {
-    inner: StreamCDC<R>,
+    state: State<R>,
+    seed: u64,
+}
+
+enum State<R: Read> {
+    Start(R),
+    Stream(Box<StreamCDC<io::Chain<io::Cursor<Vec<u8>>, R>>>),
+    Done,
 }
 
 impl<R: Read> Chunker<R> {
@@ -30,14 +42,8 @@ impl<R: Read> Chunker<R> {
     /// A chunker with an explicit seed (tests and benchmarks).
     pub fn with_seed(reader: R, seed: u64) -> Self {
         Chunker {
-            inner: StreamCDC::with_level_and_seed(
-                reader,
-                MIN_CHUNK,
-                AVG_CHUNK,
-                MAX_CHUNK,
-                Normalization::Level1,
-                seed,
-            ),
+            state: State::Start(reader),
+            seed,
         }
     }
 }
@@ -46,9 +52,35 @@ impl<R: Read> Iterator for Chunker<R> {
     type Item = io::Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.inner
-            .next()
-            .map(|r| r.map(|c| c.data).map_err(io::Error::from))
+        if let State::Start(_) = self.state {
+            let State::Start(mut reader) = std::mem::replace(&mut self.state, State::Done) else {
+                return None;
+            };
+            let mut head = Vec::new();
+            if let Err(e) = (&mut reader)
+                .take(MIN_CHUNK as u64 + 1)
+                .read_to_end(&mut head)
+            {
+                return Some(Err(e));
+            }
+            if head.len() <= MIN_CHUNK {
+                return (!head.is_empty()).then_some(Ok(head));
+            }
+            self.state = State::Stream(Box::new(StreamCDC::with_level_and_seed(
+                io::Cursor::new(head).chain(reader),
+                MIN_CHUNK,
+                AVG_CHUNK,
+                MAX_CHUNK,
+                Normalization::Level1,
+                self.seed,
+            )));
+        }
+        match &mut self.state {
+            State::Stream(inner) => inner
+                .next()
+                .map(|r| r.map(|c| c.data).map_err(io::Error::from)),
+            _ => None,
+        }
     }
 }
 
