@@ -189,13 +189,7 @@ fn automatic(dir: &ConfigDir) -> Check {
 }
 
 fn versions(h: &Health) -> Check {
-    let parse = |s: &str| -> Vec<u64> {
-        s.split(['.', '-', '+'])
-            .take(3)
-            .map(|p| p.parse().unwrap_or(0))
-            .collect()
-    };
-    if parse(VERSION) < parse(&h.min_client_version) {
+    if haven_proto::units::version_less(VERSION, &h.min_client_version) {
         fail(
             "versions",
             format!(

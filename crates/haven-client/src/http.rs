@@ -551,7 +551,7 @@ impl HttpRemote {
         enabled: bool,
         device: Option<&str>,
     ) -> Result<Vec<CategoryInfo>> {
-        let path = format!("/v1/categories/{}", url_escape(name));
+        let path = format!("/v1/categories/{}", haven_proto::units::path_escape(name));
         let bytes = self.send(
             Method::PUT,
             &Self::with_device(&path, device),
@@ -580,19 +580,6 @@ impl HttpRemote {
         let sep = if path.contains('?') { '&' } else { '?' };
         self.get(&format!("{path}{sep}limit={limit}"))
     }
-}
-
-/// Percent-encodes a path segment.
-fn url_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Snapshot ids end up in local paths (caches): never trust the server's.

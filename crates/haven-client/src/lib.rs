@@ -33,18 +33,4 @@ pub use remote::Remote;
 /// This client's version, sent to the server with every request.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// `1.5 MB` style sizes (SI units, as file managers show them).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use haven_proto::units::human_bytes;

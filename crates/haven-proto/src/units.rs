@@ -1,4 +1,46 @@
-//! Sizes written by people: `8MiB`, `500 kB`, `5 GB`.
+//! Sizes written by people (`8MiB`, `500 kB`, `5 GB`) and shown to them,
+//! version numbers, and names in URL paths: small helpers client and
+//! server share.
+
+/// `1.5 MB` style sizes (SI units, as file managers show them).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Compares dotted version numbers ("0.10.1" > "0.9.9"); non-numeric parts count as 0.
+pub fn version_less(a: &str, b: &str) -> bool {
+    let parse = |s: &str| -> Vec<u64> {
+        s.split(['.', '-', '+'])
+            .take(3)
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
+    parse(a) < parse(b)
+}
+
+/// Percent-encodes a URL path segment (device and category names).
+pub fn path_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 /// Parses a size or rate such as `8MiB`, `500 kB`, `1.5GB`, `1000`, with an
 /// optional `/s`. Units are SI (kB = 1000) or binary (KiB = 1024). `None`

@@ -229,16 +229,7 @@ impl Config {
     }
 }
 
-/// Compares dotted version numbers ("0.10.1" > "0.9.9"); non-numeric parts count as 0.
-pub fn version_less(a: &str, b: &str) -> bool {
-    let parse = |s: &str| -> Vec<u64> {
-        s.split(['.', '-', '+'])
-            .take(3)
-            .map(|p| p.parse().unwrap_or(0))
-            .collect()
-    };
-    parse(a) < parse(b)
-}
+pub use haven_proto::units::version_less;
 
 #[cfg(test)]
 mod tests {

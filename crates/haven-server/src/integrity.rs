@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use haven_format::PackId;
 use haven_format::blob::BlobKind;
-use haven_format::pack::PackWriter;
+use haven_format::pack::{PackEntry, PackWriter};
 use haven_store::StoreError;
 use haven_store::meta::{BLOB_DAMAGED, BLOB_MISSING, BLOB_OK, PackBlob, PackRow};
 use serde::Serialize;
@@ -29,6 +29,25 @@ use crate::state::SharedState;
 pub fn object_key(account_id: i64, pack: &PackId) -> String {
     let hex = pack.to_hex();
     format!("packs/{account_id}/{}/{hex}", &hex[..2])
+}
+
+/// The index entries of a parsed pack, with the BLAKE3 hash of each
+/// blob's ciphertext (what scrub checks later). Entries whose range lies
+/// outside `bytes` are left out.
+pub fn pack_blobs(bytes: &[u8], entries: &[PackEntry]) -> Vec<PackBlob> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let range = e.offset as usize..e.offset as usize + e.length as usize;
+            Some(PackBlob {
+                id: e.id,
+                kind: e.kind,
+                offset: e.offset,
+                length: e.length,
+                hash: *blake3::hash(bytes.get(range)?).as_bytes(),
+            })
+        })
+        .collect()
 }
 
 /// What a scrub found.
@@ -186,19 +205,7 @@ async fn rewrite(state: &SharedState, p: &PackRow) -> Result<bool, StoreError> {
     }
     let (new_id, bytes, entries) = w.finish();
     let new_key = object_key(p.account_id, &new_id);
-    let moved: Vec<PackBlob> = entries
-        .iter()
-        .map(|e| {
-            let range = e.offset as usize..e.offset as usize + e.length as usize;
-            PackBlob {
-                id: e.id,
-                kind: e.kind,
-                offset: e.offset,
-                length: e.length,
-                hash: *blake3::hash(&bytes[range]).as_bytes(),
-            }
-        })
-        .collect();
+    let moved = pack_blobs(&bytes, &entries);
     let size = bytes.len() as u64;
     state.objects.put(&new_key, bytes).await?;
     let old_gone = state

@@ -23,7 +23,7 @@ use std::collections::BTreeSet;
 
 use haven_format::{BlobId, PackId};
 use haven_store::StoreError;
-use haven_store::meta::{Account, Device, NewSnapshot, PackBlob, SnapshotRow};
+use haven_store::meta::{Account, Device, NewSnapshot, SnapshotRow};
 use serde::{Deserialize, Serialize};
 
 use crate::state::SharedState;
@@ -398,19 +398,7 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
             r.unreadable_packs += 1;
             continue;
         };
-        let blobs: Vec<PackBlob> = entries
-            .iter()
-            .filter_map(|e| {
-                let range = e.offset as usize..e.offset as usize + e.length as usize;
-                Some(PackBlob {
-                    id: e.id,
-                    kind: e.kind,
-                    offset: e.offset,
-                    length: e.length,
-                    hash: *blake3::hash(bytes.get(range)?).as_bytes(),
-                })
-            })
-            .collect();
+        let blobs = crate::integrity::pack_blobs(&bytes, &entries);
         let size = bytes.len() as u64;
         let inserted = state
             .meta

@@ -79,19 +79,7 @@ async fn store_pack(
                 ));
             }
             let entries = parse_pack(&bytes).map_err(ApiError::pack_invalid)?;
-            let blobs = entries
-                .into_iter()
-                .map(|e| {
-                    let range = e.offset as usize..e.offset as usize + e.length as usize;
-                    PackBlob {
-                        id: e.id,
-                        kind: e.kind,
-                        offset: e.offset,
-                        length: e.length,
-                        hash: *blake3::hash(&bytes[range]).as_bytes(),
-                    }
-                })
-                .collect();
+            let blobs = crate::integrity::pack_blobs(&bytes, &entries);
             Ok((bytes, blobs))
         })
         .await

@@ -335,18 +335,4 @@ pub fn problem_from(e: ApiError) -> Response {
     problem(e.status, &e.body.message, &fix)
 }
 
-/// `1.5 MB` style sizes, as the CLI shows them.
-pub fn size(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use haven_proto::units::human_bytes as size;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::{WebUser, check_csrf, page, problem, problem_from, size, web_user};
 use crate::api::rfc3339;
 use crate::state::SharedState;
+use haven_proto::units::path_escape;
 
 macro_rules! signed_in {
     ($state:expr, $headers:expr) => {
@@ -225,7 +226,7 @@ pub async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Re
                         @let ok = last(attempts, &["ok", "partial"]);
                         @let failure = last(attempts, &["failed", "partial"]).filter(|f| ok.is_none_or(|o| f.finished >= o.finished));
                         tr {
-                            td { a href=(format!("/devices/{}", urlencode(&d.name))) { (d.name) } }
+                            td { a href=(format!("/devices/{}", path_escape(&d.name))) { (d.name) } }
                             td {
                                 (d.last_backup.map(rfc3339).unwrap_or_else(|| "never".into()))
                                 @if d.last_backup.is_none_or(|t| now - t > 3 * DAY) {
@@ -254,22 +255,10 @@ pub async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Re
     page("Devices", Some(&user), "/devices", body).into_response()
 }
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The category switches of a device, with the next backup's estimate.
 fn categories_fragment(device: &str, rows: &[CategoryRow], csrf: &str) -> Markup {
     let next: u64 = rows.iter().filter(|c| c.enabled).map(|c| c.new_bytes).sum();
-    let base = format!("/devices/{}/categories", urlencode(device));
+    let base = format!("/devices/{}/categories", path_escape(device));
     html! {
         section.card #categories aria-labelledby="cat-h" {
             h2 #cat-h { "What is backed up" }
@@ -280,11 +269,11 @@ fn categories_fragment(device: &str, rows: &[CategoryRow], csrf: &str) -> Markup
                     input type="hidden" name="csrf" value=(csrf);
                     ul.switches {
                         @for c in rows {
-                            @let id = format!("cat-{}", urlencode(&c.name));
+                            @let id = format!("cat-{}", path_escape(&c.name));
                             li {
                                 span {
                                     input type="checkbox" id=(id) name="on" value=(c.name) checked[c.enabled]
-                                        hx-post=(format!("{base}/{}", urlencode(&c.name))) hx-target="#categories" hx-swap="outerHTML"
+                                        hx-post=(format!("{base}/{}", path_escape(&c.name))) hx-target="#categories" hx-swap="outerHTML"
                                         hx-vals=(format!(r#"{{"enabled": "{}"}}"#, !c.enabled))
                                         aria-describedby=(format!("{id}-size"));
                                     label for=(id) { (c.name) }
@@ -371,7 +360,7 @@ pub async fn device(
                                 td.num { (size(b.bytes)) }
                                 td.num.wide { (size(b.freed_if_deleted)) }
                                 td { @if b.health == "ok" { span.ok { "ok" } } @else { span.bad { "damaged" } } }
-                                td { a.button.danger href=(format!("/devices/{}/backups/{}/delete", urlencode(&name), b.id)) aria-label=(format!("Delete the backup of {} ({})", b.time, b.id.chars().take(8).collect::<String>())) { "Delete" } }
+                                td { a.button.danger href=(format!("/devices/{}/backups/{}/delete", path_escape(&name), b.id)) aria-label=(format!("Delete the backup of {} ({})", b.time, b.id.chars().take(8).collect::<String>())) { "Delete" } }
                             }
                         }
                     }
@@ -458,7 +447,7 @@ pub async fn save_categories(
         }
     }
     or_problem!(crate::journal::categories(&state, user.account.id, id).await);
-    Redirect::to(&format!("/devices/{}", urlencode(&name))).into_response()
+    Redirect::to(&format!("/devices/{}", path_escape(&name))).into_response()
 }
 
 async fn backup_of(
@@ -503,11 +492,11 @@ pub async fn confirm_delete(
         div.card {
             p { "The backup of " strong { (name) } " from " (b.time) " (" (b.files) " files, " (size(b.bytes)) ") will be deleted." }
             p #freed data-bytes=(b.freed_if_deleted) { "This frees " strong { (size(b.freed_if_deleted)) } " at once. Data other backups share stays." }
-            form method="post" action=(format!("/devices/{}/backups/{}/delete", urlencode(&name), b.id)) {
+            form method="post" action=(format!("/devices/{}/backups/{}/delete", path_escape(&name), b.id)) {
                 input type="hidden" name="csrf" value=(user.csrf);
                 button.danger type="submit" { "Delete backup" }
                 " "
-                a href=(format!("/devices/{}", urlencode(&name))) { "Keep it" }
+                a href=(format!("/devices/{}", path_escape(&name))) { "Keep it" }
             }
         }
     };
@@ -539,7 +528,7 @@ pub async fn delete_backup(
     tracing::info!(account_id = user.account.id, snapshot = %b.id, "backup deleted in the console");
     Redirect::to(&format!(
         "/devices/{}?deleted={}&freed={}",
-        urlencode(&name),
+        path_escape(&name),
         b.id,
         b.freed_if_deleted
     ))
