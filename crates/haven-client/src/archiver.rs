@@ -39,7 +39,7 @@ use crate::{ClientError, Remote, Result};
 /// Pending "missing?" queries are sent when this many blobs…
 const QUERY_BATCH: usize = 512;
 /// …or this many plaintext bytes wait.
-const QUERY_BYTES: usize = 32 << 20;
+const QUERY_BYTES: usize = 8 << 20;
 
 /// When to commit a checkpoint.
 pub struct CheckpointPolicy {
@@ -103,6 +103,9 @@ pub struct Archiver<'a> {
     pub damaged: HashSet<BlobId>,
     /// Read every file, even unchanged ones.
     pub read_all: bool,
+    /// Where sealed trees go to be written to the local cache (a thread,
+    /// off the walk); without it they are written here.
+    pub tree_cache: Option<Sender<(BlobId, Vec<u8>)>>,
     /// When set, the walk commits a checkpoint and stops (`backup_paused`).
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     frames: Vec<Frame>,
@@ -151,6 +154,7 @@ impl<'a> Archiver<'a> {
             stats: Vec::new(),
             damaged: HashSet::new(),
             stop: None,
+            tree_cache: None,
             read_all: false,
             frames: Vec::new(),
         }
@@ -262,7 +266,14 @@ impl<'a> Archiver<'a> {
             )
             .fix("Split the directory into several smaller ones.")
         })?;
-        self.cache.put_tree(&id, &sealed);
+        match &self.tree_cache {
+            Some(tx) => {
+                if tx.send((id, sealed.clone())).is_err() {
+                    self.cache.put_tree(&id, &sealed);
+                }
+            }
+            None => self.cache.put_tree(&id, &sealed),
+        }
         Ok((id, sealed))
     }
 

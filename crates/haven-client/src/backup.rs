@@ -36,7 +36,7 @@ use serde_bytes::ByteBuf;
 use crate::archiver::Archiver;
 use crate::cache::{Cache, diff_sorted};
 use crate::categories::{Categorizer, CategoryRule};
-use crate::pipeline::{Item, Pipe, packer, seal_worker};
+use crate::pipeline::{Item, Pipe, packer, seal_worker, uploader};
 use crate::profile::{ConfigDir, Profile};
 use crate::scan::Scanner;
 use crate::selection::{Excluder, PathTree};
@@ -483,7 +483,15 @@ fn run(
         }
         drop((work_rx, sealed_tx));
         let pipe_ref = &pipe;
-        let packer_handle = s.spawn(move || packer(remote, sealed_rx, pipe_ref));
+        let (pack_tx, pack_rx) = bounded(1);
+        let packer_handle = s.spawn(move || packer(sealed_rx, pack_tx, pipe_ref));
+        let uploader_handle = s.spawn(move || uploader(remote, pack_rx, pipe_ref));
+        let (tree_tx, tree_rx) = bounded::<(BlobId, Vec<u8>)>(64);
+        s.spawn(move || {
+            for (id, sealed) in tree_rx {
+                cache.put_tree(&id, &sealed);
+            }
+        });
 
         let mut a = Archiver::new(
             keys, remote, cache, excluder, &counters, progress, &pipe, work_tx, committer, warnings,
@@ -492,6 +500,7 @@ fn run(
         a.damaged = session.damaged.iter().copied().collect();
         a.stop = opts.stop.clone();
         a.read_all = read_all;
+        a.tree_cache = Some(tree_tx);
         let walked = (|| -> Result<BlobId> {
             let root = a.virtual_dir(Path::new("/"), &sel, parent_root, None)?;
             let files = counters.files.load(Ordering::Relaxed);
@@ -502,7 +511,8 @@ fn run(
             Ok(id)
         })();
         a.work = None; // closes the pipeline
-        if packer_handle.join().is_err() {
+        a.tree_cache = None;
+        if packer_handle.join().is_err() || uploader_handle.join().is_err() {
             pipe.fail(ClientError::new(
                 ErrorCode::Internal,
                 "The upload thread crashed; nothing was committed.",

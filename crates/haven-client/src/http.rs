@@ -7,9 +7,10 @@
 //! counts *consecutive* failures across all requests: any success resets
 //! it, so a long backup over a line that keeps breaking goes on as long as
 //! it makes progress, and gives up with a precise reason when it does not.
-//! Packs are uploaded in parts of [`UPLOAD_PART`] bytes that the server
-//! acknowledges one by one; after a failure the upload continues where the
-//! server's copy ends.
+//! A pack is uploaded as one request that the server writes as it
+//! arrives; after a failure the upload continues where the server's copy
+//! ends. Under an upload limit it goes in parts of [`UPLOAD_PART`] bytes,
+//! each spaced by the limiter.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -45,7 +46,7 @@ pub struct HttpRemote {
 enum Body {
     None,
     Json(Vec<u8>),
-    Bytes(Vec<u8>),
+    Bytes(bytes::Bytes),
 }
 
 /// Spaces request bodies so that uploads average at most `rate` bytes/s.
@@ -182,7 +183,7 @@ impl HttpRemote {
         self.send(
             Method::POST,
             "/v1/speedtest",
-            Body::Bytes(vec![0x5a; bytes]),
+            Body::Bytes(vec![0x5a; bytes].into()),
             Duration::from_secs(120),
         )?;
         Ok(bytes as f64 / started.elapsed().as_secs_f64().max(1e-6))
@@ -380,35 +381,56 @@ impl Remote for HttpRemote {
 
     fn put_pack(&self, id: PackId, pack: Vec<u8>) -> Result<()> {
         let total = pack.len();
+        let pack = bytes::Bytes::from(pack);
+        // The whole rest of the pack per request, unless a limiter spaces
+        // the requests: then parts, so the limit holds within a pack.
+        let part_size = if self.limiter.is_some() {
+            UPLOAD_PART
+        } else {
+            total
+        };
         let mut offset = 0usize;
+        let mut restarted = false;
         loop {
-            let end = (offset + UPLOAD_PART).min(total);
+            let end = (offset + part_size).min(total);
             let mut path = format!("/v1/uploads/{id}?offset={offset}&total={total}");
             if let Some(s) = self.session.lock().ok().and_then(|s| s.clone()) {
                 path.push_str(&format!("&session={s}"));
             }
-            let part = Body::Bytes(pack[offset..end].to_vec());
-            let status: UploadStatus =
-                match self.send(Method::PUT, &path, part, Duration::from_secs(60)) {
-                    Ok(bytes) => self.parse(&bytes)?,
-                    // The server holds a different amount (a part acknowledged
-                    // but its answer lost, or a server restart): continue there.
-                    Err(e) if e.code() == ErrorCode::UploadOffset => {
-                        let resume = e.body().details.as_ref().and_then(|d| d["offset"].as_u64());
-                        match resume {
-                            Some(o) if o <= total as u64 => UploadStatus {
-                                offset: o,
-                                complete: false,
-                            },
-                            _ => {
-                                return Err(ClientError::corrupted(
-                                    "the server's upload offset is invalid",
-                                ));
-                            }
+            let part = Body::Bytes(pack.slice(offset..end));
+            // At least 64 KiB/s; a slower line times out and continues
+            // where the server's copy ends.
+            let timeout = Duration::from_secs(60 + (end - offset) as u64 / (64 << 10));
+            let status: UploadStatus = match self.send(Method::PUT, &path, part, timeout) {
+                Ok(bytes) => self.parse(&bytes)?,
+                // The server's staged copy did not hash to the pack
+                // (its disk lost an unacknowledged tail in a crash):
+                // it dropped the copy; send the pack once more.
+                Err(e) if e.code() == ErrorCode::PackInvalid && !restarted => {
+                    restarted = true;
+                    UploadStatus {
+                        offset: 0,
+                        complete: false,
+                    }
+                }
+                // The server holds a different amount (a part acknowledged
+                // but its answer lost, or a server restart): continue there.
+                Err(e) if e.code() == ErrorCode::UploadOffset => {
+                    let resume = e.body().details.as_ref().and_then(|d| d["offset"].as_u64());
+                    match resume {
+                        Some(o) if o <= total as u64 => UploadStatus {
+                            offset: o,
+                            complete: false,
+                        },
+                        _ => {
+                            return Err(ClientError::corrupted(
+                                "the server's upload offset is invalid",
+                            ));
                         }
                     }
-                    Err(e) => return Err(e),
-                };
+                }
+                Err(e) => return Err(e),
+            };
             haven_proto::fault::point("after-upload-part");
             if status.complete {
                 return Ok(());

@@ -1,27 +1,29 @@
 //! The upload half of the backup pipeline: seal workers and the packer.
 //!
 //! ```text
-//! archiver ──(bounded)──▶ seal workers ×N: compress + encrypt ──(bounded)──▶ packer: 16 MiB packs ─ upload
+//! archiver ──(bounded)──▶ seal workers ×N: compress + encrypt ──(bounded)──▶ packer: 16 MiB packs
+//!     ──(one waiting pack)──▶ uploader
 //! ```
 //!
-//! Every channel is bounded, so a slow upload slows reading. The first
+//! Every channel is bounded, so a slow upload slows reading; the packer
+//! fills the next pack while the previous one uploads. The first
 //! failure is kept in [`Pipe::failure`]; a stage that sees its neighbour gone
 //! stops, and the archiver reports the kept failure.
 //!
 //! A checkpoint needs everything queued so far to be stored: the archiver
 //! sets [`Pipe::flush`] and waits until [`Pipe::uploaded`] reaches the
-//! number of items it queued; the packer uploads its partial pack when its
-//! queue runs dry while a flush is requested.
+//! number of items it queued; the packer hands over its partial pack when
+//! its queue runs dry while a flush is requested.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use haven_format::BlobId;
 use haven_format::blob::{self, BlobKind};
 use haven_format::keys::Keys;
 use haven_format::pack::{PackWriter, TARGET_PACK_SIZE};
+use haven_format::{BlobId, PackId};
 use haven_proto::ErrorCode;
 
 use crate::{ClientError, Remote, Result};
@@ -98,9 +100,16 @@ pub fn seal_worker(keys: &Keys, level: i32, rx: Receiver<Item>, tx: Sender<Item>
     }
 }
 
+/// A finished pack and the number of items in it.
+pub struct Pack {
+    id: PackId,
+    bytes: Vec<u8>,
+    items: u64,
+}
+
 struct Packer<'a> {
-    remote: &'a dyn Remote,
     pipe: &'a Pipe,
+    out: Sender<Pack>,
     pack: PackWriter,
     items: u64,
 }
@@ -110,12 +119,11 @@ impl Packer<'_> {
         if self.pack.is_empty() {
             return Ok(());
         }
-        let (id, bytes, _) = std::mem::take(&mut self.pack).finish();
-        self.remote.put_pack(id, bytes)?;
-        haven_proto::fault::point("after-pack-upload");
-        self.pipe.uploaded.fetch_add(self.items, Ordering::SeqCst);
-        self.pack = PackWriter::new();
-        self.items = 0;
+        let (id, bytes, _) = std::mem::replace(&mut self.pack, PackWriter::new()).finish();
+        let items = std::mem::take(&mut self.items);
+        if self.out.send(Pack { id, bytes, items }).is_err() {
+            return Err(self.pipe.failure());
+        }
         Ok(())
     }
 
@@ -134,10 +142,10 @@ impl Packer<'_> {
     }
 }
 
-/// Fills packs and uploads them.
-pub fn packer(remote: &dyn Remote, rx: Receiver<Item>, pipe: &Pipe) {
+/// Fills packs and hands them to the uploader.
+pub fn packer(rx: Receiver<Item>, out: Sender<Pack>, pipe: &Pipe) {
     let mut p = Packer {
-        remote,
+        out,
         pipe,
         pack: PackWriter::new(),
         items: 0,
@@ -156,5 +164,17 @@ pub fn packer(remote: &dyn Remote, rx: Receiver<Item>, pipe: &Pipe) {
     }
     if let Err(e) = p.upload() {
         pipe.fail(e);
+    }
+}
+
+/// Uploads finished packs, one at a time.
+pub fn uploader(remote: &dyn Remote, rx: Receiver<Pack>, pipe: &Pipe) {
+    for pack in rx {
+        if let Err(e) = remote.put_pack(pack.id, pack.bytes) {
+            pipe.fail(e);
+            return;
+        }
+        haven_proto::fault::point("after-pack-upload");
+        pipe.uploaded.fetch_add(pack.items, Ordering::SeqCst);
     }
 }

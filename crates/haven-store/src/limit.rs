@@ -47,6 +47,24 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         r
     }
 
+    async fn put_file(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        len: u64,
+    ) -> Result<(), StoreError> {
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                (u + len <= self.max).then_some(u + len)
+            })
+            .map_err(|_| full())?;
+        let r = self.inner.put_file(key, path, len).await;
+        if r.is_err() {
+            self.used.fetch_sub(len, Ordering::SeqCst);
+        }
+        r
+    }
+
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {
         self.inner.get(key).await
     }

@@ -72,23 +72,46 @@ fn put_blocking(tmp_dir: &Path, root: &Path, path: &Path, bytes: &[u8]) -> io::R
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp_path, path)?;
-        // Every directory from the object's up to the store root: a fresh
-        // `packs/<account>/<xx>/` chain must survive power loss too, and a
-        // concurrent put may have created it without syncing it yet.
-        let mut dir = Some(parent);
-        while let Some(d) = dir {
-            fsync_dir(d)?;
-            if d == root {
-                break;
-            }
-            dir = d.parent();
-        }
-        Ok(())
+        sync_dirs(parent, root)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp_path);
     }
     result
+}
+
+/// Every directory from `dir` up to the store root: a fresh
+/// `packs/<account>/<xx>/` chain must survive power loss too, and a
+/// concurrent put may have created it without syncing it yet.
+fn sync_dirs(dir: &Path, root: &Path) -> io::Result<()> {
+    let mut dir = Some(dir);
+    while let Some(d) = dir {
+        fsync_dir(d)?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// Moves `from` into place as `path`: fsync it, rename it (no copy), sync
+/// the directories. Across filesystems it falls back to a durable copy.
+fn put_file_blocking(tmp_dir: &Path, root: &Path, path: &Path, from: &Path) -> io::Result<()> {
+    let parent = path
+        .parent()
+        .ok_or_else(|| io::Error::other("object path without parent"))?;
+    fs::create_dir_all(parent)?;
+    File::open(from)?.sync_all()?;
+    match fs::rename(from, path) {
+        Ok(()) => sync_dirs(parent, root),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let bytes = fs::read(from)?;
+            put_blocking(tmp_dir, root, path, &bytes)?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -105,6 +128,12 @@ impl ObjectStore for LocalDirStore {
         let path = self.path(key)?;
         let (tmp, root) = (self.tmp.clone(), self.objects.clone());
         blocking(move || Ok(put_blocking(&tmp, &root, &path, &bytes)?)).await
+    }
+
+    async fn put_file(&self, key: &str, from: &Path, _len: u64) -> Result<(), StoreError> {
+        let path = self.path(key)?;
+        let (tmp, root, from) = (self.tmp.clone(), self.objects.clone(), from.to_path_buf());
+        blocking(move || Ok(put_file_blocking(&tmp, &root, &path, &from)?)).await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

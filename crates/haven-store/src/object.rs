@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use async_trait::async_trait;
 
 use crate::StoreError;
@@ -22,6 +24,19 @@ use crate::StoreError;
 pub trait ObjectStore: Send + Sync + 'static {
     /// Stores `bytes` under `key`, replacing any object of that key.
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError>;
+    /// Stores the file at `path` (`len` bytes) under `key`, with `put`'s
+    /// guarantees, and takes the file: on success it is gone. A store on
+    /// the same filesystem moves it into place instead of copying it.
+    async fn put_file(&self, key: &str, path: &Path, len: u64) -> Result<(), StoreError> {
+        let _ = len;
+        let from = path.to_path_buf();
+        let bytes = tokio::task::spawn_blocking(move || std::fs::read(from))
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e)))??;
+        self.put(key, bytes).await?;
+        let _ = tokio::fs::remove_file(path).await;
+        Ok(())
+    }
     /// Reads a whole object.
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError>;
     /// Reads several ranges `(offset, length)` of one object, in order.

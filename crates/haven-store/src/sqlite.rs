@@ -90,6 +90,61 @@ const RESERVED: &str = "SELECT COALESCE(SUM(MAX(0, s.reserved - COALESCE((SELECT
      FROM sessions s WHERE s.account_id = ?1 AND s.closed IS NULL AND s.id <> ?2 \
      AND s.reserved > 0 AND s.last_active >= ?3";
 
+/// Rows per multi-row statement: one statement per row costs a round trip
+/// through the pool's worker each (~15 µs), which dominated commits of
+/// tens of thousands of references.
+const BATCH: usize = 500;
+
+/// `?, ?, …` for `n` values.
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// The `damaged` state of those of `ids` the account has indexed.
+async fn blob_states(
+    conn: &mut sqlx::SqliteConnection,
+    account_id: i64,
+    ids: &[BlobId],
+) -> Result<std::collections::HashMap<BlobId, i64>, StoreError> {
+    let mut out = std::collections::HashMap::with_capacity(ids.len());
+    for part in ids.chunks(BATCH) {
+        let sql = format!(
+            "SELECT id, damaged FROM blobs WHERE account_id = ? AND id IN ({})",
+            marks(part.len())
+        );
+        let mut q = sqlx::query(&sql).bind(account_id);
+        for id in part {
+            q = q.bind(&id.0[..]);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let id: Vec<u8> = row.try_get(0)?;
+            out.insert(blob_id(&id)?, row.try_get::<i64, _>(1)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Adds `ids` to a snapshot's references (present ones are kept).
+async fn refs_insert(
+    conn: &mut sqlx::SqliteConnection,
+    account_id: i64,
+    snapshot: &str,
+    ids: &[BlobId],
+) -> Result<(), StoreError> {
+    for part in ids.chunks(BATCH) {
+        let sql = format!(
+            "INSERT OR IGNORE INTO snapshot_refs (account_id, snapshot_id, blob_id) VALUES {}",
+            vec!["(?, ?, ?)"; part.len()].join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in part {
+            q = q.bind(account_id).bind(snapshot).bind(&id.0[..]);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 async fn used_in(conn: &mut sqlx::SqliteConnection, account_id: i64) -> Result<u64, StoreError> {
     let v: i64 = sqlx::query_scalar(USED)
         .bind(account_id)
@@ -414,20 +469,12 @@ impl MetaStore for SqliteMeta {
         ids: &[BlobId],
     ) -> Result<Vec<BlobId>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let mut missing = Vec::new();
-        for id in ids {
-            let found: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM blobs WHERE account_id = ? AND id = ? AND damaged = 0",
-            )
-            .bind(account_id)
-            .bind(&id.0[..])
-            .fetch_optional(&mut *conn)
-            .await?;
-            if found.is_none() {
-                missing.push(*id);
-            }
-        }
-        Ok(missing)
+        let states = blob_states(&mut conn, account_id, ids).await?;
+        Ok(ids
+            .iter()
+            .filter(|id| states.get(id) != Some(&0))
+            .copied()
+            .collect())
     }
 
     async fn pack_insert(
@@ -456,39 +503,51 @@ impl MetaStore for SqliteMeta {
             .await?;
         let mut dup = 0;
         let mut new_bytes = 0u64;
+        let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
+        let mut states = blob_states(&mut tx, account_id, &ids).await?;
+        let mut new = Vec::new();
         for b in blobs {
-            let state: Option<i64> =
-                sqlx::query_scalar("SELECT damaged FROM blobs WHERE account_id = ? AND id = ?")
-                    .bind(account_id)
-                    .bind(&b.id.0[..])
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let sql = match state {
+            match states.insert(b.id, 0) {
                 None => {
                     new_bytes += b.length as u64;
-                    "INSERT INTO blobs (kind, pack_id, offset, length, hash, account_id, id) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    new.push(b);
                 }
-                Some(0) => {
-                    dup += 1;
-                    continue;
-                }
+                Some(0) => dup += 1,
                 // Scrub found the stored copy damaged or missing: this one heals it.
                 Some(_) => {
-                    "UPDATE blobs SET kind = ?, pack_id = ?, offset = ?, length = ?, hash = ?, damaged = 0 \
-                     WHERE account_id = ? AND id = ?"
+                    sqlx::query(
+                        "UPDATE blobs SET kind = ?, pack_id = ?, offset = ?, length = ?, hash = ?, damaged = 0 \
+                         WHERE account_id = ? AND id = ?",
+                    )
+                    .bind(b.kind as u8 as i64)
+                    .bind(&pack.0[..])
+                    .bind(b.offset as i64)
+                    .bind(b.length as i64)
+                    .bind(&b.hash[..])
+                    .bind(account_id)
+                    .bind(&b.id.0[..])
+                    .execute(&mut *tx)
+                    .await?;
                 }
-            };
-            sqlx::query(sql)
-                .bind(b.kind as u8 as i64)
-                .bind(&pack.0[..])
-                .bind(b.offset as i64)
-                .bind(b.length as i64)
-                .bind(&b.hash[..])
-                .bind(account_id)
-                .bind(&b.id.0[..])
-                .execute(&mut *tx)
-                .await?;
+            }
+        }
+        for part in new.chunks(BATCH) {
+            let sql = format!(
+                "INSERT INTO blobs (kind, pack_id, offset, length, hash, account_id, id) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, ?, ?)"; part.len()].join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for b in part {
+                q = q
+                    .bind(b.kind as u8 as i64)
+                    .bind(&pack.0[..])
+                    .bind(b.offset as i64)
+                    .bind(b.length as i64)
+                    .bind(&b.hash[..])
+                    .bind(account_id)
+                    .bind(&b.id.0[..]);
+            }
+            q.execute(&mut *tx).await?;
         }
         if let Some(q) = quota
             && new_bytes > 0
@@ -675,23 +734,20 @@ impl MetaStore for SqliteMeta {
             .bind(parent)
             .execute(&mut *tx)
             .await?;
-            for id in &new.removed {
-                sqlx::query("DELETE FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ? AND blob_id = ?")
-                    .bind(a)
-                    .bind(&new.id)
-                    .bind(&id.0[..])
-                    .execute(&mut *tx)
-                    .await?;
+            for part in new.removed.chunks(BATCH) {
+                let sql = format!(
+                    "DELETE FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ? AND blob_id IN ({})",
+                    marks(part.len())
+                );
+                let mut q = sqlx::query(&sql).bind(a).bind(&new.id);
+                for id in part {
+                    q = q.bind(&id.0[..]);
+                }
+                q.execute(&mut *tx).await?;
             }
         }
-        for id in new.added.iter().chain(std::iter::once(&new.snapshot_blob)) {
-            sqlx::query("INSERT OR IGNORE INTO snapshot_refs (account_id, snapshot_id, blob_id) VALUES (?, ?, ?)")
-                .bind(a)
-                .bind(&new.id)
-                .bind(&id.0[..])
-                .execute(&mut *tx)
-                .await?;
-        }
+        refs_insert(&mut tx, a, &new.id, &new.added).await?;
+        refs_insert(&mut tx, a, &new.id, &[new.snapshot_blob]).await?;
         // Invariant 1: nothing is visible unless all it references is stored.
         let missing: Vec<Vec<u8>> = sqlx::query_scalar(
             "SELECT r.blob_id FROM snapshot_refs r LEFT JOIN blobs b \
@@ -1098,25 +1154,11 @@ impl MetaStore for SqliteMeta {
         refs: &[BlobId],
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for id in refs {
-            let found: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM blobs WHERE account_id = ? AND id = ?")
-                    .bind(account_id)
-                    .bind(&id.0[..])
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if found.is_none() {
-                return Ok(false);
-            }
-            sqlx::query(
-                "INSERT OR IGNORE INTO snapshot_refs (account_id, snapshot_id, blob_id) VALUES (?, ?, ?)",
-            )
-            .bind(account_id)
-            .bind(&row.id)
-            .bind(&id.0[..])
-            .execute(&mut *tx)
-            .await?;
+        let states = blob_states(&mut tx, account_id, refs).await?;
+        if refs.iter().any(|id| !states.contains_key(id)) {
+            return Ok(false);
         }
+        refs_insert(&mut tx, account_id, &row.id, refs).await?;
         sqlx::query(
             "INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, parent, \
              client_version, blobs, created, complete, session_id, partial, categories) \

@@ -40,6 +40,18 @@ async fn object_store_contract(s: &dyn ObjectStore) {
         s.get("packs/1/ab/one").await,
         Err(StoreError::NotFound)
     ));
+    // A file handed over is stored whole and taken away.
+    let staged = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(staged.path(), b"moved into place").expect("write");
+    let (_, staged) = staged.keep().expect("keep");
+    s.put_file("packs/1/ef/three", &staged, 16)
+        .await
+        .expect("put_file");
+    assert_eq!(
+        s.get("packs/1/ef/three").await.expect("get"),
+        b"moved into place"
+    );
+    assert!(!staged.exists(), "put_file takes the file");
     for bad in ["../etc/passwd", "/abs", "a//b", "a/./b", "UPPER", ""] {
         assert!(
             matches!(s.put(bad, vec![]).await, Err(StoreError::Invalid(_))),

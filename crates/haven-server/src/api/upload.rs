@@ -2,18 +2,21 @@
 //! (`PUT /v1/uploads/{id}?offset=O&total=T`, `GET /v1/uploads/{id}`).
 //!
 //! A part is appended to a staging file only if it starts exactly where
-//! the staging file ends, and is fsynced before it is acknowledged, so a
-//! client whose connection broke asks where to continue and sends only
-//! the rest, even across a server restart. When the last part arrives the
-//! whole pack is verified and stored exactly like a whole upload.
+//! the staging file ends. It is written as it arrives, so a connection
+//! that breaks mid-part keeps what got through, and fsynced before it is
+//! acknowledged; a client whose connection broke asks where to continue
+//! and sends only the rest, even across a server restart. When the last
+//! part arrives the whole pack is verified and stored exactly like a whole
+//! upload, except that the staging file itself is moved into place (no
+//! second write). A client sends the whole pack as one part unless it
+//! limits its rate, so a pack costs one request and one fsync.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use haven_format::PackId;
@@ -25,6 +28,9 @@ use serde::Deserialize;
 use super::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
+
+/// A part whose body stalls this long is abandoned (what arrived is kept).
+const PART_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serializes the parts of one staging file: a retry that overlaps a slow
 /// first attempt must not interleave appends.
@@ -64,6 +70,7 @@ async fn store_pack(
     pack_id: PackId,
     bytes: Vec<u8>,
     session: Option<&str>,
+    staged: Option<&std::path::Path>,
 ) -> ApiResult<PackStored> {
     // An upload keeps its session alive; a session that is unknown,
     // closed or another account's protects nothing and is ignored.
@@ -119,7 +126,13 @@ async fn store_pack(
     // Store first, index second: an index entry never points at a pack
     // that is not durably stored. A crash in between leaves an unindexed
     // object, which a retried upload replaces.
-    state.objects.put(&key, bytes).await?;
+    match staged {
+        Some(path) => {
+            drop(bytes);
+            state.objects.put_file(&key, path, size).await?;
+        }
+        None => state.objects.put(&key, bytes).await?,
+    }
     haven_proto::fault::point("after-pack-store");
     let dup = match state
         .meta
@@ -162,7 +175,15 @@ pub async fn put_pack(
 ) -> ApiResult<Json<PackStored>> {
     let pack_id = parse_id(&id)?;
     Ok(Json(
-        store_pack(&state, caller, pack_id, body.to_vec(), q.session.as_deref()).await?,
+        store_pack(
+            &state,
+            caller,
+            pack_id,
+            body.to_vec(),
+            q.session.as_deref(),
+            None,
+        )
+        .await?,
     ))
 }
 
@@ -194,13 +215,10 @@ pub async fn put_part(
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<PartQuery>,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Json<UploadStatus>> {
     let pack_id = parse_id(&id)?;
-    if q.total == 0
-        || q.total > MAX_PACK_SIZE as u64
-        || q.offset.saturating_add(body.len() as u64) > q.total
-    {
+    if q.total == 0 || q.total > MAX_PACK_SIZE as u64 || q.offset > q.total {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::TooLarge,
@@ -225,24 +243,7 @@ pub async fn put_part(
         }
         return Err(offset_mismatch(current));
     }
-    let end = q.offset + body.len() as u64;
-    let staged = path.clone();
-    let bytes = body.to_vec();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        if let Some(dir) = staged.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&staged)?;
-        f.write_all(&bytes)?;
-        // Acknowledged parts survive a server crash.
-        f.sync_data()
-    })
-    .await
-    .map_err(|_| ApiError::storage(&haven_store::StoreError::Invalid("append crashed".into())))?
-    .map_err(|e| ApiError::from(haven_store::StoreError::Io(e)))?;
+    let end = append_part(&path, q.offset, q.total, body).await?;
     haven_proto::fault::point("after-part-append");
     if end < q.total {
         return Ok(Json(UploadStatus {
@@ -253,8 +254,17 @@ pub async fn put_part(
     let whole = tokio::fs::read(&path)
         .await
         .map_err(|e| ApiError::from(haven_store::StoreError::Io(e)))?;
-    let result = store_pack(&state, caller, pack_id, whole, q.session.as_deref()).await;
-    // Stored, or not a valid pack: either way the staging file is done.
+    let result = store_pack(
+        &state,
+        caller,
+        pack_id,
+        whole,
+        q.session.as_deref(),
+        Some(&path),
+    )
+    .await;
+    // Stored (moved into place), or not a valid pack: either way the
+    // staging file is done.
     if !matches!(&result, Err(e) if e.body.code == ErrorCode::StorageUnavailable || e.body.code == ErrorCode::ServerStorageFull)
     {
         let _ = tokio::fs::remove_file(&path).await;
@@ -265,6 +275,59 @@ pub async fn put_part(
             complete: true,
         })
     })
+}
+
+/// Appends a part's body to the staging file as it arrives and fsyncs it
+/// (acknowledged parts survive a server crash). What arrived before the
+/// body broke off is kept too: the client's retry continues after it.
+/// Returns the staging file's new length.
+async fn append_part(
+    path: &std::path::Path,
+    offset: u64,
+    total: u64,
+    body: Body,
+) -> ApiResult<u64> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| ApiError::from(haven_store::StoreError::Io(e));
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await.map_err(io)?;
+    }
+    let file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+        .map_err(io)?;
+    let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+    let mut stream = body.into_data_stream();
+    let mut end = offset;
+    let outcome = loop {
+        let chunk = match tokio::time::timeout(PART_IDLE, stream.next()).await {
+            Ok(None) => break Ok(()),
+            Ok(Some(Ok(chunk))) => chunk,
+            Ok(Some(Err(_))) | Err(_) => {
+                break Err(ApiError::bad_request(
+                    "The upload broke off; the server kept what arrived.",
+                ));
+            }
+        };
+        if end + chunk.len() as u64 > total {
+            break Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::TooLarge,
+                format!("A part must lie within its pack of {total} bytes."),
+            )
+            .fix("This is a client bug: update the client."));
+        }
+        if let Err(e) = out.write_all(&chunk).await {
+            break Err(io(e));
+        }
+        end += chunk.len() as u64;
+    };
+    out.flush().await.map_err(io)?;
+    out.into_inner().sync_data().await.map_err(io)?;
+    outcome.map(|()| end)
 }
 
 async fn pack_indexed(state: &SharedState, caller: Caller, pack: &PackId) -> ApiResult<bool> {
