@@ -69,21 +69,10 @@ measure() {
 warm() { tar cf - -C "$1" . | cat >/dev/null; }
 
 repos=$work/repos
-rm -rf "$repos" && mkdir -p "$repos"
-# Haven: its server on loopback with the embedded defaults.
-hs=$repos/haven-server
 port=18499
-"$server" serve --data-dir "$hs" --listen 127.0.0.1:$port --allow-signup 2>"$work/server.log" &
-spid=$!
-trap 'kill $spid 2>/dev/null || true' EXIT
-sleep 1
-export HAVEN_CONFIG_DIR=$repos/haven-client HAVEN_PASSWORD=bench-password-long
-"$haven" signup --server http://127.0.0.1:$port --email bench@example.org --device bench >/dev/null
-printf 'exclude_caches = false\n' > "$HAVEN_CONFIG_DIR/config.toml"
-has restic && restic init -r "$repos/restic" --repository-version 2 >/dev/null
-has rustic && rustic init -r "$repos/rustic" >/dev/null 2>&1
-has borg-lz4 && borg init -e repokey "$repos/borg-lz4" >/dev/null
-has borg-zstd && borg init -e repokey "$repos/borg-zstd" >/dev/null
+spid=""
+trap '[ -n "$spid" ] && kill $spid 2>/dev/null || true' EXIT
+export HAVEN_PASSWORD=bench-password-long
 
 backup() { # TOOL STEP
     case $1 in
@@ -94,13 +83,6 @@ backup() { # TOOL STEP
         borg-zstd) measure borg-zstd "$2" borg create --compression zstd,3 "$repos/borg-zstd::$2" "$base" ;;
     esac
 }
-for step in initial unchanged; do
-    warm "$base"
-    for t in "${tools[@]}"; do backup "$t" "$step"; done
-done
-"$here/mutate.sh" "$base"
-warm "$base"
-for t in "${tools[@]}"; do backup "$t" after-1pct; done
 
 restore() { # TOOL
     local dst=$work/restore-$1
@@ -115,7 +97,46 @@ restore() { # TOOL
     diff -r "$base" "$dst$base" >/dev/null || { echo "$1 restored something else" >&2; exit 1; }
     rm -rf "$dst"
 }
-for t in "${tools[@]}"; do restore "$t"; done
+
+size() { du -sb "$1" | cut -f1; }
+
+# One run: fresh repositories, the four steps, repository sizes.
+one_run() {
+    run=$1
+    rm -rf "$base" && cp -a "$data" "$base"
+    rm -rf "$repos" && mkdir -p "$repos"
+    # Haven: its server on loopback with the embedded defaults.
+    hs=$repos/haven-server
+    "$server" serve --data-dir "$hs" --listen 127.0.0.1:$port --allow-signup 2>"$work/server.log" &
+    spid=$!
+    sleep 1
+    export HAVEN_CONFIG_DIR=$repos/haven-client
+    "$haven" signup --server http://127.0.0.1:$port --email bench@example.org --device bench >/dev/null
+    printf 'exclude_caches = false\n' > "$HAVEN_CONFIG_DIR/config.toml"
+    has restic && restic init -r "$repos/restic" --repository-version 2 >/dev/null
+    has rustic && rustic init -r "$repos/rustic" >/dev/null 2>&1
+    has borg-lz4 && borg init -e repokey "$repos/borg-lz4" >/dev/null
+    has borg-zstd && borg init -e repokey "$repos/borg-zstd" >/dev/null
+    for step in initial unchanged; do
+        warm "$base"
+        for t in "${tools[@]}"; do backup "$t" "$step"; done
+    done
+    "$here/mutate.sh" "$base"
+    warm "$base"
+    for t in "${tools[@]}"; do backup "$t" after-1pct; done
+    for t in "${tools[@]}"; do restore "$t"; done
+    for t in "${tools[@]}"; do
+        case $t in
+            haven) printf 'haven\trepository-bytes\t%s\t0\n' "$(size "$hs/objects")" >> "$results" ;;
+            *) printf '%s\trepository-bytes\t%s\t0\n' "$t" "$(size "$repos/$t")" >> "$results" ;;
+        esac
+    done
+    printf 'haven-server\tpeak-rss\t0\t%s\n' "$(awk '/VmHWM/ {print $2}' /proc/$spid/status)" >> "$results"
+    kill $spid 2>/dev/null || true
+    wait $spid 2>/dev/null || true
+    spid=""
+}
+for r in $(seq 1 "$runs"); do one_run "$r"; done
 
 # Reference ceilings on the same data.
 warm "$base"
@@ -125,28 +146,12 @@ measure ceiling tar-zstd sh -c "tar cf - -C '$base' . | zstd -T0 -3 >/dev/null"
 rm -rf "$work/cp" && measure ceiling cp-a cp -a "$base" "$work/cp" && rm -rf "$work/cp"
 measure ceiling find-walk sh -c "find '$base' -printf '%s %T@ %p\n' >/dev/null"
 
-size() { du -sb "$1" | cut -f1; }
 {
-    echo "# Benchmark $(date -u +%Y-%m-%dT%H:%MZ)${quick:+ (quick)}"
+    echo "# Benchmark $(date -u +%Y-%m-%dT%H:%MZ)${quick:+ (quick)}, median of $runs run(s)"
     echo
     echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r)."
     echo "Dataset: $(find "$data" -type f | wc -l) files, $(du -sh "$data" | cut -f1)."
-    echo "Haven server peak RSS over the run: $(awk '/VmHWM/ {print $2, $3}' /proc/$spid/status)."
+    echo "Versions: $(restic version 2>/dev/null | cut -d' ' -f1-2), $(rustic --version 2>/dev/null), $(borg --version 2>/dev/null)."
     echo
-    echo "| tool | step | wall s | peak RSS MB |"
-    echo "|---|---|---:|---:|"
-    awk -F'\t' '{ printf "| %s | %s | %.2f | %.0f |\n", $1, $2, $3, $4/1024 }' "$results"
-    echo
-    echo "| tool | repository bytes |"
-    echo "|---|---:|"
-    echo "| haven | $(size "$hs/objects") |"
-    for t in "${tools[@]}"; do [ "$t" = haven ] || echo "| $t | $(size "$repos/$t") |"; done
-    echo
-    echo "Ratios (best peer's time / Haven's time; above 1 means Haven is faster):"
-    echo
-    awk -F'\t' '
-        $1 == "haven" { h[$2] = $3 }
-        $1 != "haven" && $1 != "ceiling" { if (!($2 in best) || $3 < best[$2]) { best[$2] = $3; who[$2] = $1 } }
-        END { for (s in h) if (s in best) printf "- %s: %.2f× (best peer %s, %.2f s)\n", s, best[s] / h[s], who[s], best[s] }
-    ' "$results"
+    python3 "$here/report.py" "$results" "${tools[@]}"
 } | tee "$here/results-$(date -u +%Y%m%d-%H%M)${quick:+-quick}.md"

@@ -47,6 +47,25 @@ fn a_deleted_database_is_rebuilt_and_every_backup_restores() {
     // The first backup is deleted: it must stay deleted.
     dev.json(&["backups", "delete", &versions[0].0, "--yes", "--json"]);
     let (deleted, _) = versions.remove(0);
+    // Deleting that base rewrote its dependents' copies in full; the next
+    // backup's copy is a delta against one of them, which the rebuild
+    // must resolve.
+    fs::write(src.join("round3.bin"), noise(300_000, 3)).unwrap();
+    let v = dev.json(&["backup", src.to_str().unwrap(), "--json"]);
+    let keep = tmp.path().join("keep3");
+    copy_tree(&src, &keep);
+    versions.push((v["id"].as_str().unwrap().to_string(), keep));
+    let copies: Vec<String> = fs::read_dir(data.join("objects/meta/snapshots"))
+        .unwrap()
+        .flat_map(|acct| fs::read_dir(acct.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let deltas = copies.iter().filter(|n| n.contains(".delta.")).count();
+    assert_eq!(deltas, 1, "{copies:?}");
+    assert!(
+        !copies.iter().any(|n| n.contains(&deleted)),
+        "the deleted backup's copy is gone: {copies:?}"
+    );
     dev.json(&["categories", "off", "Photos", "--json"]);
 
     let list_before = dev.json(&["backups", "list", "--all", "--json"]);
@@ -66,7 +85,7 @@ fn a_deleted_database_is_rebuilt_and_every_backup_restores() {
     let report = rt.block_on(haven_server::reindex(&config)).unwrap();
     assert_eq!(report.accounts, 1);
     assert_eq!(report.devices, 2);
-    assert_eq!(report.snapshots, 3, "{report:?}");
+    assert_eq!(report.snapshots, 4, "{report:?}");
     assert!(report.incomplete_snapshots.is_empty(), "{report:?}");
     drop(rt);
 

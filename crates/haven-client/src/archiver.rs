@@ -68,6 +68,9 @@ struct Frame {
     node: Option<Node>,
     /// Entries finished so far, in name order.
     nodes: Vec<Node>,
+    /// The id of the previous backup's listing of this directory, which
+    /// the server holds: an unchanged listing is not sealed again.
+    known: Option<BlobId>,
 }
 
 pub struct Archiver<'a> {
@@ -259,7 +262,11 @@ impl<'a> Archiver<'a> {
     fn seal_tree(&mut self, tree: &Tree) -> Result<(BlobId, Vec<u8>)> {
         let enc = tree.encode();
         let id = blob::blob_id(self.keys, BlobKind::Tree, &enc);
-        let sealed = blob::seal(self.keys, BlobKind::Tree, &id, &enc, 3).map_err(|e| {
+        Ok((id, self.seal_encoded(id, &enc)?))
+    }
+
+    fn seal_encoded(&mut self, id: BlobId, enc: &[u8]) -> Result<Vec<u8>> {
+        let sealed = blob::seal(self.keys, BlobKind::Tree, &id, enc, 3).map_err(|e| {
             ClientError::new(
                 ErrorCode::LocalIo,
                 format!("A directory is too large to back up: {e}."),
@@ -274,14 +281,28 @@ impl<'a> Archiver<'a> {
             }
             None => self.cache.put_tree(&id, &sealed),
         }
-        Ok((id, sealed))
+        Ok(sealed)
     }
 
-    fn store_tree(&mut self, tree: &Tree) -> Result<TreeId> {
-        let (id, sealed) = self.seal_tree(tree)?;
-        self.add_blob(id, BlobKind::Tree, sealed, true)?;
+    fn store_tree(&mut self, tree: &Tree, known: Option<BlobId>) -> Result<TreeId> {
+        let enc = tree.encode();
+        let id = blob::blob_id(self.keys, BlobKind::Tree, &enc);
         self.dirs += 1;
+        if known == Some(id) && !self.damaged.contains(&id) {
+            // Unchanged since the previous backup, which the server holds.
+            self.refs.insert(id);
+            self.seen.insert(id);
+            return Ok(TreeId(id));
+        }
+        let sealed = self.seal_encoded(id, &enc)?;
+        self.add_blob(id, BlobKind::Tree, sealed, true)?;
         Ok(TreeId(id))
+    }
+
+    /// The id of `old`'s listing, if `tree` (its loaded listing) exists.
+    fn known(old: Option<&Node>, tree: &Option<Tree>) -> Option<BlobId> {
+        tree.as_ref()?;
+        old.and_then(|o| o.subtree).map(|t| t.0)
     }
 
     fn parent_tree(&mut self, node: Option<&Node>) -> Option<Tree> {
@@ -306,8 +327,9 @@ impl<'a> Archiver<'a> {
         let frame = self.frames.pop().unwrap_or(Frame {
             node: None,
             nodes: Vec::new(),
+            known: None,
         });
-        self.store_tree(&Tree { nodes: frame.nodes })
+        self.store_tree(&Tree { nodes: frame.nodes }, frame.known)
     }
 
     /// `/` and the directories above the selected paths: only the selected children.
@@ -316,11 +338,13 @@ impl<'a> Archiver<'a> {
         path: &Path,
         sel: &PathTree,
         parent: Option<Tree>,
+        known: Option<BlobId>,
         me: Option<Node>,
     ) -> Result<TreeId> {
         self.frames.push(Frame {
             node: me,
             nodes: Vec::new(),
+            known,
         });
         for (name, child) in &sel.children {
             let child_path = path.join(OsStr::from_bytes(name));
@@ -333,9 +357,10 @@ impl<'a> Archiver<'a> {
                 }
             } else {
                 let old_tree = self.parent_tree(old.as_ref());
+                let known = Self::known(old.as_ref(), &old_tree);
                 let mut n = fsmeta::node(name, NodeKind::Dir, &meta);
                 n.subtree =
-                    Some(self.virtual_dir(&child_path, child, old_tree, Some(n.clone()))?);
+                    Some(self.virtual_dir(&child_path, child, old_tree, known, Some(n.clone()))?);
                 self.push_node(n);
             }
             self.maybe_checkpoint()?;
@@ -343,7 +368,13 @@ impl<'a> Archiver<'a> {
         self.pop_tree()
     }
 
-    fn dir(&mut self, path: &Path, parent: Option<Tree>, me: Node) -> Result<TreeId> {
+    fn dir(
+        &mut self,
+        path: &Path,
+        parent: Option<Tree>,
+        known: Option<BlobId>,
+        me: Node,
+    ) -> Result<TreeId> {
         let mut entries: Vec<(Vec<u8>, PathBuf)> = match fs::read_dir(path) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
@@ -361,6 +392,7 @@ impl<'a> Archiver<'a> {
         self.frames.push(Frame {
             node: Some(me),
             nodes: Vec::with_capacity(entries.len()),
+            known,
         });
         for (name, p) in entries {
             if self.excluder.excluded(&p, OsStr::from_bytes(&name)) {
@@ -395,8 +427,9 @@ impl<'a> Archiver<'a> {
                 return Ok(None);
             }
             let old_tree = self.parent_tree(old);
+            let known = Self::known(old, &old_tree);
             let mut n = fsmeta::node(name, NodeKind::Dir, meta);
-            n.subtree = Some(self.dir(path, old_tree, n.clone())?);
+            n.subtree = Some(self.dir(path, old_tree, known, n.clone())?);
             n
         } else if ft.is_symlink() {
             match fs::read_link(path) {

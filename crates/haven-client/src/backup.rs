@@ -304,11 +304,15 @@ fn backup_locked(
         .ok()
         .map(|s| s.trim().to_string());
     let session = remote.open_session(resume.as_deref(), None)?;
-    crate::profile::write_private(&session_file(dir), session.session.as_bytes())?;
+    // A hint: without it, an interrupted run's next attempt opens a new
+    // session and re-sends what the old one's packs held.
+    if resume.as_deref() != Some(session.session.as_str()) {
+        crate::profile::write_private_hint(&session_file(dir), session.session.as_bytes())?;
+    }
     let categorizer = Categorizer::new(&opts.categories, crate::config::home())?;
     // The newest snapshot of the device, checkpoints included: a resumed
     // run does not read again what its checkpoint holds.
-    let parent = remote.snapshots(Some(&profile.device))?.into_iter().next();
+    let parent = remote.latest(&profile.device)?;
     let ctx = RunContext {
         profile,
         remote,
@@ -385,7 +389,8 @@ fn run(
     let sel = PathTree::new(paths);
     let mut warnings = Vec::new();
     let parent_root = match parent.map(|p| {
-        load_snapshot(remote, keys, p).and_then(|s| cache.load_tree(remote, keys, &s.root))
+        load_snapshot(remote, keys, p)
+            .and_then(|s| Ok((cache.load_tree(remote, keys, &s.root)?, s.root.0)))
     }) {
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => {
@@ -400,7 +405,7 @@ fn run(
     // Plan before uploading anything: what is new per category, what is
     // switched off, what fits in the quota.
     let mut scanner = Scanner::new(keys, remote, cache, excluder, categorizer);
-    scanner.virtual_dir(Path::new("/"), &sel, parent_root.as_ref());
+    scanner.virtual_dir(Path::new("/"), &sel, parent_root.as_ref().map(|(t, _)| t));
     let scan = scanner.scan;
     // A server without categories (older than this client): all are on.
     let switches = match remote.report_scan(&scan.report(categorizer)) {
@@ -502,7 +507,8 @@ fn run(
         a.read_all = read_all;
         a.tree_cache = Some(tree_tx);
         let walked = (|| -> Result<BlobId> {
-            let root = a.virtual_dir(Path::new("/"), &sel, parent_root, None)?;
+            let (root_tree, root_id) = parent_root.unzip();
+            let root = a.virtual_dir(Path::new("/"), &sel, root_tree, root_id, None)?;
             let files = counters.files.load(Ordering::Relaxed);
             let bytes = counters.bytes.load(Ordering::Relaxed);
             let (id, enc) = a.committer.snapshot_blob(keys, root, files, bytes);

@@ -2,8 +2,10 @@
 //! things up: every cached tree is opened (authenticated and hashed) like a
 //! downloaded one, and the server stays the authority on what it stores.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use haven_format::blob::{self, BlobKind};
 use haven_format::keys::Keys;
@@ -12,9 +14,21 @@ use haven_format::{BlobId, TreeId};
 
 use crate::{ClientError, Remote, Result};
 
+/// Plaintext bytes of opened trees kept in memory for the rest of the run.
+const OPENED_BUDGET: usize = 64 << 20;
+
 /// Sealed trees and the referenced-blob set of the latest snapshot.
 pub struct Cache {
     dir: PathBuf,
+    /// Trees opened during this run: the backup's walk reads the parent's
+    /// trees that its scan opened just before.
+    opened: Mutex<Opened>,
+}
+
+#[derive(Default)]
+struct Opened {
+    trees: HashMap<BlobId, Tree>,
+    bytes: usize,
 }
 
 impl Cache {
@@ -22,6 +36,7 @@ impl Cache {
     pub fn new(base: PathBuf, account_id: i64) -> Self {
         Cache {
             dir: base.join(account_id.to_string()),
+            opened: Mutex::default(),
         }
     }
 
@@ -51,11 +66,20 @@ impl Cache {
 
     /// Loads and opens a tree: from the cache, else from the server.
     pub fn load_tree(&self, remote: &dyn Remote, keys: &Keys, id: &TreeId) -> Result<Tree> {
+        if let Some(t) = self
+            .opened
+            .lock()
+            .ok()
+            .and_then(|o| o.trees.get(&id.0).cloned())
+        {
+            return Ok(t);
+        }
         let p = self.tree_path(&id.0);
         if let Ok(sealed) = fs::read(&p) {
             if let Ok(plain) = blob::open(keys, BlobKind::Tree, &id.0, &sealed)
                 && let Ok(t) = Tree::decode(&plain)
             {
+                self.remember(id.0, &t, plain.len());
                 return Ok(t);
             }
             let _ = fs::remove_file(&p);
@@ -68,7 +92,17 @@ impl Cache {
         let tree = Tree::decode(&plain)
             .map_err(|e| ClientError::corrupted(format!("directory tree {}: {e}", id.0)))?;
         self.put_tree(&id.0, &sealed);
+        self.remember(id.0, &tree, plain.len());
         Ok(tree)
+    }
+
+    fn remember(&self, id: BlobId, tree: &Tree, size: usize) {
+        if let Ok(mut o) = self.opened.lock()
+            && o.bytes + size <= OPENED_BUDGET
+        {
+            o.bytes += size;
+            o.trees.insert(id, tree.clone());
+        }
     }
 
     fn refs_path(&self, snapshot: &str) -> Option<PathBuf> {

@@ -476,18 +476,17 @@ impl Remote for HttpRemote {
 
     fn snapshots(&self, device: Option<&str>) -> Result<Vec<SnapshotRecord>> {
         let list: Vec<SnapshotRecord> = match device {
-            Some(d) => {
-                let mut url = reqwest::Url::parse("http://x/v1/snapshots")
-                    .map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?;
-                url.query_pairs_mut().append_pair("device", d);
-                self.get(&format!(
-                    "/v1/snapshots?{}",
-                    url.query().unwrap_or_default()
-                ))?
-            }
+            Some(d) => self.get(&snapshots_query(&[("device", d)])?)?,
             None => self.get("/v1/snapshots")?,
         };
         list.into_iter().map(checked).collect()
+    }
+
+    fn latest(&self, device: &str) -> Result<Option<SnapshotRecord>> {
+        // An older server ignores `limit` and sends them all, newest first.
+        let list: Vec<SnapshotRecord> =
+            self.get(&snapshots_query(&[("device", device), ("limit", "1")])?)?;
+        list.into_iter().next().map(checked).transpose()
     }
 
     fn snapshot(&self, id: &str) -> Result<SnapshotRecord> {
@@ -605,6 +604,14 @@ impl HttpRemote {
 }
 
 /// Snapshot ids end up in local paths (caches): never trust the server's.
+/// `/v1/snapshots?…` with the pairs escaped.
+fn snapshots_query(pairs: &[(&str, &str)]) -> Result<String> {
+    let mut url = reqwest::Url::parse("http://x/v1/snapshots")
+        .map_err(|e| ClientError::new(ErrorCode::Internal, e.to_string()))?;
+    url.query_pairs_mut().extend_pairs(pairs);
+    Ok(format!("/v1/snapshots?{}", url.query().unwrap_or_default()))
+}
+
 fn checked(r: SnapshotRecord) -> Result<SnapshotRecord> {
     if is_valid_id(&r.id) && r.parent.as_deref().is_none_or(is_valid_id) {
         Ok(r)

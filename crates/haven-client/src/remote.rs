@@ -24,6 +24,10 @@ pub trait Remote: Send + Sync {
     fn commit(&self, req: &CommitRequest) -> Result<SnapshotRecord>;
     /// Snapshots of the account, or of one device, newest first.
     fn snapshots(&self, device: Option<&str>) -> Result<Vec<SnapshotRecord>>;
+    /// A device's newest snapshot (complete or a checkpoint).
+    fn latest(&self, device: &str) -> Result<Option<SnapshotRecord>> {
+        Ok(self.snapshots(Some(device))?.into_iter().next())
+    }
     /// One snapshot.
     fn snapshot(&self, id: &str) -> Result<SnapshotRecord>;
     /// Deletes a snapshot.

@@ -12,10 +12,21 @@
 //! | `meta/tokens/{account}/{hash}.json` | a device sign-in (the token's hash) |
 //! | `meta/snapshots/{account}/{id}.json` | a snapshot record |
 //! | `meta/snapshots/{account}/{id}.refs` | the blob ids it references, 32 bytes each |
+//! | `meta/snapshots/{account}/{id}.delta.{base}` | or: how they differ from `base`'s (see below) |
 //! | `meta/categories/{account}/{device}.json` | a device's category switches |
 //!
 //! A snapshot's copy is written before its commit (and removed if the
-//! commit is refused), so an acknowledged backup always has one. Not
+//! commit is refused), so an acknowledged backup always has one.
+//!
+//! Reference sets are large (32 bytes per blob: 32 MB for a million) and
+//! successive backups share nearly all of them, so most copies are a delta
+//! against a *base*: a complete snapshot of the same device whose copy is
+//! a full `.refs`. The delta holds a little-endian `u32` count of removed
+//! ids, the removed ids, then the added ids. A snapshot gets a full copy
+//! when it has no base or its delta would exceed half of its full set.
+//! Deleting a base first rewrites its dependents as full copies; commits
+//! and deletions of snapshots hold `snapshot_lock`, so a delta is never
+//! written against a base being deleted. Not
 //! copied: upload sessions, invites, scan figures, attempt history and
 //! scrub verdicts, which the next backup or scrub recreates.
 
@@ -176,13 +187,88 @@ fn snapshot_keys(account_id: i64, id: &str) -> (String, String) {
     )
 }
 
+fn delta_prefix(account_id: i64, id: &str) -> String {
+    format!("meta/snapshots/{account_id}/{id}.delta.")
+}
+
+fn ids_bytes<'a>(ids: impl Iterator<Item = &'a BlobId>) -> Vec<u8> {
+    ids.flat_map(|r| r.0).collect()
+}
+
+fn bytes_ids(b: &[u8]) -> Vec<BlobId> {
+    b.chunks_exact(32)
+        .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(BlobId))
+        .collect()
+}
+
+/// A delta's bytes: how `set` differs from `base`.
+fn encode_delta(base: &BTreeSet<BlobId>, set: &BTreeSet<BlobId>) -> Vec<u8> {
+    let removed: Vec<&BlobId> = base.difference(set).collect();
+    let mut out = (removed.len() as u32).to_le_bytes().to_vec();
+    out.extend(ids_bytes(removed.into_iter()));
+    out.extend(ids_bytes(set.difference(base)));
+    out
+}
+
+/// Applies a delta to its base's set.
+fn apply_delta(key: &str, base: Vec<BlobId>, delta: &[u8]) -> Result<Vec<BlobId>, StoreError> {
+    let bad = || StoreError::Invalid(format!("journal object {key} is malformed"));
+    let head: [u8; 4] = delta
+        .get(..4)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(bad)?;
+    let removed_len = (u32::from_le_bytes(head) as usize)
+        .checked_mul(32)
+        .filter(|n| 4 + n <= delta.len() && (delta.len() - 4 - n).is_multiple_of(32))
+        .ok_or_else(bad)?;
+    let removed: BTreeSet<BlobId> = bytes_ids(&delta[4..4 + removed_len]).into_iter().collect();
+    let mut set: BTreeSet<BlobId> = base.into_iter().filter(|b| !removed.contains(b)).collect();
+    set.extend(bytes_ids(&delta[4 + removed_len..]));
+    Ok(set.into_iter().collect())
+}
+
+/// Whether `id`'s copy is a full `.refs` of a complete snapshot.
+async fn is_base(state: &SharedState, account_id: i64, id: &str) -> Result<bool, StoreError> {
+    let complete = state
+        .meta
+        .snapshot(account_id, id)
+        .await?
+        .is_some_and(|s| s.complete);
+    if !complete {
+        return Ok(false);
+    }
+    let (_, refs_key) = snapshot_keys(account_id, id);
+    Ok(!state.objects.list(&refs_key).await?.is_empty())
+}
+
+/// The base a child of `parent` is stored against: the parent itself if
+/// its copy is full, else the parent's own base.
+async fn base_for(
+    state: &SharedState,
+    account_id: i64,
+    parent: &str,
+) -> Result<Option<String>, StoreError> {
+    if is_base(state, account_id, parent).await? {
+        return Ok(Some(parent.to_string()));
+    }
+    let prefix = delta_prefix(account_id, parent);
+    for key in state.objects.list(&prefix).await? {
+        let base = key[prefix.len()..].to_string();
+        if is_base(state, account_id, &base).await? {
+            return Ok(Some(base));
+        }
+    }
+    Ok(None)
+}
+
 /// Writes a snapshot's copy before its commit: its full reference set is
 /// the parent's plus `added`, less `removed`, plus its own description.
+/// The caller holds `snapshot_lock`.
 pub async fn snapshot_before_commit(
     state: &SharedState,
     new: &NewSnapshot,
 ) -> Result<(), StoreError> {
-    let mut refs: BTreeSet<BlobId> = match &new.parent {
+    let parent_set: BTreeSet<BlobId> = match &new.parent {
         Some(p) => state
             .meta
             .snapshot_refs(new.account_id, p)
@@ -191,12 +277,33 @@ pub async fn snapshot_before_commit(
             .collect(),
         None => BTreeSet::new(),
     };
+    let mut refs = parent_set.clone();
     for r in &new.removed {
         refs.remove(r);
     }
     refs.extend(new.added.iter().copied());
     refs.insert(new.snapshot_blob);
-    let bytes: Vec<u8> = refs.iter().flat_map(|r| r.0).collect();
+    let a = new.account_id;
+    let mut copy = None;
+    if let Some(parent) = &new.parent
+        && let Some(base) = base_for(state, a, parent).await?
+    {
+        let base_set: BTreeSet<BlobId> = if &base == parent {
+            parent_set
+        } else {
+            state
+                .meta
+                .snapshot_refs(a, &base)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let delta = encode_delta(&base_set, &refs);
+        if delta.len() * 2 <= refs.len() * 32 {
+            copy = Some((format!("{}{base}", delta_prefix(a, &new.id)), delta));
+        }
+    }
+    let copy = copy.unwrap_or_else(|| (snapshot_keys(a, &new.id).1, ids_bytes(refs.iter())));
     let doc = SnapshotDoc {
         account_id: new.account_id,
         id: new.id.clone(),
@@ -212,20 +319,61 @@ pub async fn snapshot_before_commit(
         categories: new.categories.clone(),
         session: new.session.clone(),
     };
-    let (doc_key, refs_key) = snapshot_keys(new.account_id, &new.id);
-    state.objects.put(&refs_key, bytes).await?;
-    state.objects.put(&doc_key, json(&doc)).await
+    state.objects.put(&copy.0, copy.1).await?;
+    state
+        .objects
+        .put(&snapshot_keys(a, &new.id).0, json(&doc))
+        .await
 }
 
-/// Removes a snapshot's copy (after it was deleted or refused).
+/// Removes a snapshot's copy (after it was refused or replaced, or before
+/// it is deleted). Copies stored against it are first rewritten in full.
+/// The caller holds `snapshot_lock`.
 pub async fn snapshot_deleted(
     state: &SharedState,
     account_id: i64,
     id: &str,
 ) -> Result<(), StoreError> {
     let (doc_key, refs_key) = snapshot_keys(account_id, id);
+    let dir = format!("meta/snapshots/{account_id}/");
+    let suffix = format!(".delta.{id}");
+    for key in state.objects.list(&dir).await? {
+        let Some(child) = key
+            .strip_suffix(suffix.as_str())
+            .and_then(|k| k.strip_prefix(dir.as_str()))
+        else {
+            continue;
+        };
+        if state.meta.snapshot(account_id, child).await?.is_some() {
+            let refs = state.meta.snapshot_refs(account_id, child).await?;
+            state
+                .objects
+                .put(&snapshot_keys(account_id, child).1, ids_bytes(refs.iter()))
+                .await?;
+        }
+        state.objects.delete(&key).await?;
+    }
     state.objects.delete(&doc_key).await?;
-    state.objects.delete(&refs_key).await
+    state.objects.delete(&refs_key).await?;
+    for key in state.objects.list(&delta_prefix(account_id, id)).await? {
+        state.objects.delete(&key).await?;
+    }
+    Ok(())
+}
+
+/// Deletes a snapshot: its copy first (a rebuilt database never brings
+/// back a deleted backup), then its record. False if there was none.
+pub async fn delete_snapshot(
+    state: &SharedState,
+    account_id: i64,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let _lock = state.snapshot_lock.lock().await;
+    if state.meta.snapshot(account_id, id).await?.is_none() {
+        return Ok(false);
+    }
+    snapshot_deleted(state, account_id, id).await?;
+    state.meta.snapshot_delete(account_id, id).await
 }
 
 /// Records a device's category switches.
@@ -318,6 +466,34 @@ pub struct ReindexReport {
 
 fn unhex(key: &str, s: &str) -> Result<Vec<u8>, StoreError> {
     hex::decode(s).map_err(|_| StoreError::Invalid(format!("journal object {key}: bad hex")))
+}
+
+/// A snapshot's reference set from its copy (full, or a delta applied to
+/// its base's full copy); `None` when the copy or its base is gone.
+async fn stored_refs(
+    state: &SharedState,
+    account_id: i64,
+    id: &str,
+) -> Result<Option<Vec<BlobId>>, StoreError> {
+    let full = |key: String| async move {
+        match state.objects.get(&key).await {
+            Ok(b) => Ok(Some(bytes_ids(&b))),
+            Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    if let Some(refs) = full(snapshot_keys(account_id, id).1).await? {
+        return Ok(Some(refs));
+    }
+    let prefix = delta_prefix(account_id, id);
+    for key in state.objects.list(&prefix).await? {
+        let base = &key[prefix.len()..];
+        if let Some(base_refs) = full(snapshot_keys(account_id, base).1).await? {
+            let delta = state.objects.get(&key).await?;
+            return Ok(Some(apply_delta(&key, base_refs, &delta)?));
+        }
+    }
+    Ok(None)
 }
 
 /// Fills an empty database from the packs and the `meta/` copies.
@@ -425,20 +601,13 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
         }
     }
     for key in objects.list("meta/snapshots/").await? {
-        let Some(stem) = key.strip_suffix(".json") else {
+        if !key.ends_with(".json") {
             continue;
-        };
+        }
         let d: SnapshotDoc = parse(&key, &objects.get(&key).await?)?;
-        let refs: Vec<BlobId> = match objects.get(&format!("{stem}.refs")).await {
-            Ok(b) => b
-                .chunks_exact(32)
-                .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(BlobId))
-                .collect(),
-            Err(StoreError::NotFound) => {
-                r.incomplete_snapshots.push(d.id);
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(refs) = stored_refs(state, d.account_id, &d.id).await? else {
+            r.incomplete_snapshots.push(d.id);
+            continue;
         };
         let row = SnapshotRow {
             id: d.id.clone(),
@@ -485,4 +654,38 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
         }
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(ns: &[u8]) -> BTreeSet<BlobId> {
+        ns.iter().map(|&n| BlobId([n; 32])).collect()
+    }
+
+    #[test]
+    fn a_delta_applied_to_its_base_gives_the_set_back() {
+        let base = ids(&[1, 2, 3, 4]);
+        let set = ids(&[2, 3, 5, 6, 7]);
+        let delta = encode_delta(&base, &set);
+        // 2 removed, 3 added: a count and five ids.
+        assert_eq!(delta.len(), 4 + 5 * 32);
+        let back = apply_delta("k", base.into_iter().collect(), &delta).unwrap();
+        assert_eq!(back, set.into_iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_malformed_delta_is_an_error_not_a_panic() {
+        let base: Vec<BlobId> = ids(&[1]).into_iter().collect();
+        for bad in [
+            vec![],
+            vec![1, 0, 0],
+            vec![2, 0, 0, 0, 1],
+            vec![0xff; 4],
+            vec![0, 0, 0, 0, 9],
+        ] {
+            assert!(apply_delta("k", base.clone(), &bad).is_err(), "{bad:?}");
+        }
+    }
 }

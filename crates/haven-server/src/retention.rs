@@ -69,8 +69,7 @@ pub async fn prune_device(
     let mut doomed = to_prune(c.keep_last, c.keep_weekly, haven_store::now_secs(), &snaps);
     doomed.retain(|id| id != just);
     for id in &doomed {
-        crate::journal::snapshot_deleted(state, account_id, id).await?;
-        state.meta.snapshot_delete(account_id, id).await?;
+        crate::journal::delete_snapshot(state, account_id, id).await?;
         tracing::info!(account_id, device_id, snapshot = %id, "pruned by the retention policy");
     }
     Ok(doomed)
@@ -118,8 +117,7 @@ pub async fn expire(state: &SharedState) -> Result<u64, StoreError> {
                 continue;
             }
             for s in snaps {
-                crate::journal::snapshot_deleted(state, account.id, &s.id).await?;
-                state.meta.snapshot_delete(account.id, &s.id).await?;
+                crate::journal::delete_snapshot(state, account.id, &s.id).await?;
                 deleted += 1;
             }
             tracing::warn!(account_id = account.id, device = %d.name, "backups expired: the device has not backed up for {} days", state.config.expire_days);

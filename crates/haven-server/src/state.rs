@@ -13,6 +13,9 @@ pub struct AppState {
     pub prelogin_secret: [u8; 32],
     /// One lock per staging file of a resumable upload.
     pub uploads: crate::api::upload::UploadLocks,
+    /// Held while a snapshot's copy is written and committed, or while a
+    /// snapshot is deleted: a copy stored as a delta never loses its base.
+    pub snapshot_lock: tokio::sync::Mutex<()>,
 }
 
 pub type SharedState = Arc<AppState>;

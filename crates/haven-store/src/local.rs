@@ -201,11 +201,24 @@ impl ObjectStore for LocalDirStore {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
         let root = self.objects.clone();
         let prefix = prefix.to_string();
+        // Walk from the prefix's own directory, not the whole store.
+        let start = match prefix.rfind('/') {
+            Some(i) => {
+                check_key(&prefix[..i])?;
+                root.join(&prefix[..i])
+            }
+            None => root.clone(),
+        };
         blocking(move || {
             let mut out = Vec::new();
-            let mut stack = vec![root.clone()];
+            let mut stack = vec![start];
             while let Some(dir) = stack.pop() {
-                for e in fs::read_dir(&dir)? {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                for e in entries {
                     let e = e?;
                     let p = e.path();
                     if e.file_type()?.is_dir() {

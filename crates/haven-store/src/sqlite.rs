@@ -173,8 +173,9 @@ const OPEN_SESSION_PACKS: &str = "SELECT p.id FROM packs p JOIN sessions s ON s.
 
 const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.time, s.files, s.bytes, \
      s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete, s.partial, s.categories, s.created, \
-     (SELECT COUNT(*) FROM blobs b JOIN snapshot_refs r ON r.account_id = b.account_id AND r.blob_id = b.id \
-      WHERE b.account_id = s.account_id AND b.damaged <> 0 AND r.snapshot_id = s.id) AS damaged \
+     (SELECT COUNT(*) FROM blobs b WHERE b.account_id = s.account_id AND b.damaged <> 0 \
+      AND EXISTS (SELECT 1 FROM snapshot_refs r \
+      WHERE r.account_id = s.account_id AND r.snapshot_id = s.id AND r.blob_id = b.id)) AS damaged \
      FROM snapshots s JOIN devices d ON d.id = s.device_id";
 
 impl SqliteMeta {
@@ -1330,8 +1331,8 @@ impl MetaStore for SqliteMeta {
 
     async fn snapshot_damaged(&self, account_id: i64, id: &str) -> Result<Vec<BlobId>, StoreError> {
         let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT b.id FROM blobs b JOIN snapshot_refs r ON r.account_id = b.account_id AND r.blob_id = b.id \
-             WHERE b.account_id = ? AND b.damaged <> 0 AND r.snapshot_id = ?",
+            "SELECT b.id FROM blobs b WHERE b.account_id = ?1 AND b.damaged <> 0 AND EXISTS \
+             (SELECT 1 FROM snapshot_refs r WHERE r.account_id = ?1 AND r.snapshot_id = ?2 AND r.blob_id = b.id)",
         )
         .bind(account_id)
         .bind(id)

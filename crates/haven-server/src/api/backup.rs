@@ -247,6 +247,7 @@ pub async fn commit(
     haven_proto::fault::point("before-commit");
     // The copy goes first, so an acknowledged commit always has one; the
     // checkpoints this commit replaces lose theirs after it.
+    let lock = state.snapshot_lock.lock().await;
     let replaced: Vec<String> = state
         .meta
         .snapshots(caller.account_id, Some(caller.device_id))
@@ -281,6 +282,7 @@ pub async fn commit(
             }
         }
     }
+    drop(lock);
     match result {
         Ok(row) => {
             haven_proto::fault::point("after-commit");
@@ -316,9 +318,11 @@ pub async fn commit(
 #[derive(Deserialize)]
 pub struct ListQuery {
     device: Option<String>,
+    /// At most this many, newest first (a backup asks only for its parent).
+    limit: Option<usize>,
 }
 
-/// `GET /v1/snapshots[?device=NAME]`.
+/// `GET /v1/snapshots[?device=NAME][&limit=N]`.
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
@@ -330,7 +334,7 @@ pub async fn list(
     };
     let rows = state.meta.snapshots(caller.account_id, device_id).await?;
     let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
+    for r in rows.into_iter().take(q.limit.unwrap_or(usize::MAX)) {
         out.push(with_freed(&state, caller.account_id, r).await?);
     }
     Ok(Json(out))
@@ -371,11 +375,7 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     check_snapshot_id(&id)?;
-    // The copy goes first: a rebuilt database never brings back a deleted backup.
-    if state.meta.snapshot(caller.account_id, &id).await?.is_some() {
-        crate::journal::snapshot_deleted(&state, caller.account_id, &id).await?;
-    }
-    if state.meta.snapshot_delete(caller.account_id, &id).await? {
+    if crate::journal::delete_snapshot(&state, caller.account_id, &id).await? {
         tracing::info!(account_id = caller.account_id, snapshot = %id, "snapshot deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -523,8 +523,7 @@ pub async fn delete_backup(
         Ok(b) => b,
         Err(r) => return r,
     };
-    or_problem!(crate::journal::snapshot_deleted(&state, user.account.id, &b.id).await);
-    or_problem!(state.meta.snapshot_delete(user.account.id, &b.id).await);
+    or_problem!(crate::journal::delete_snapshot(&state, user.account.id, &b.id).await);
     tracing::info!(account_id = user.account.id, snapshot = %b.id, "backup deleted in the console");
     Redirect::to(&format!(
         "/devices/{}?deleted={}&freed={}",
