@@ -106,9 +106,6 @@ pub struct Archiver<'a> {
     pub damaged: HashSet<BlobId>,
     /// Read every file, even unchanged ones.
     pub read_all: bool,
-    /// Where sealed trees go to be written to the local cache (a thread,
-    /// off the walk); without it they are written here.
-    pub tree_cache: Option<Sender<(BlobId, Vec<u8>)>>,
     /// When set, the walk commits a checkpoint and stops (`backup_paused`).
     pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     frames: Vec<Frame>,
@@ -157,7 +154,6 @@ impl<'a> Archiver<'a> {
             stats: Vec::new(),
             damaged: HashSet::new(),
             stop: None,
-            tree_cache: None,
             read_all: false,
             frames: Vec::new(),
         }
@@ -273,14 +269,7 @@ impl<'a> Archiver<'a> {
             )
             .fix("Split the directory into several smaller ones.")
         })?;
-        match &self.tree_cache {
-            Some(tx) => {
-                if tx.send((id, sealed.clone())).is_err() {
-                    self.cache.put_tree(&id, &sealed);
-                }
-            }
-            None => self.cache.put_tree(&id, &sealed),
-        }
+        self.cache.put_tree(&id, &sealed);
         Ok(sealed)
     }
 
@@ -650,6 +639,8 @@ impl<'a> Archiver<'a> {
         refs.sort_unstable();
         refs.dedup();
         let record = self.committer.commit(snap_id, &refs, files, bytes, true)?;
+        // A run killed after this resumes from the checkpoint's trees.
+        self.cache.flush();
         tracing::info!(checkpoint = %record.id, files, "checkpoint committed");
         self.checkpoints += 1;
         self.last_checkpoint = Instant::now();

@@ -491,12 +491,6 @@ fn run(
         let (pack_tx, pack_rx) = bounded(1);
         let packer_handle = s.spawn(move || packer(sealed_rx, pack_tx, pipe_ref));
         let uploader_handle = s.spawn(move || uploader(remote, pack_rx, pipe_ref));
-        let (tree_tx, tree_rx) = bounded::<(BlobId, Vec<u8>)>(64);
-        s.spawn(move || {
-            for (id, sealed) in tree_rx {
-                cache.put_tree(&id, &sealed);
-            }
-        });
 
         let mut a = Archiver::new(
             keys, remote, cache, excluder, &counters, progress, &pipe, work_tx, committer, warnings,
@@ -505,7 +499,6 @@ fn run(
         a.damaged = session.damaged.iter().copied().collect();
         a.stop = opts.stop.clone();
         a.read_all = read_all;
-        a.tree_cache = Some(tree_tx);
         let walked = (|| -> Result<BlobId> {
             let (root_tree, root_id) = parent_root.unzip();
             let root = a.virtual_dir(Path::new("/"), &sel, root_tree, root_id, None)?;
@@ -517,7 +510,6 @@ fn run(
             Ok(id)
         })();
         a.work = None; // closes the pipeline
-        a.tree_cache = None;
         if packer_handle.join().is_err() || uploader_handle.join().is_err() {
             pipe.fail(ClientError::new(
                 ErrorCode::Internal,

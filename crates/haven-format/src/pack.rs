@@ -155,6 +155,56 @@ pub fn parse_pack(pack: &[u8]) -> Result<Vec<PackEntry>, FormatError> {
     Ok(entries)
 }
 
+/// How many bytes from a pack's end hold its index and trailer, read from
+/// the last 8 bytes (`trailer`) of a pack of `total` bytes.
+pub fn tail_len(trailer: &[u8], total: u64) -> Result<usize, FormatError> {
+    if trailer.len() != TRAILER || &trailer[4..] != PACK_MAGIC {
+        return Err(FormatError::Malformed("pack magic"));
+    }
+    let index_len = u32_at(trailer, 0) as u64;
+    if index_len < 4 || index_len + (HEADER + TRAILER) as u64 > total {
+        return Err(FormatError::Length { what: "pack index" });
+    }
+    Ok(index_len as usize + TRAILER)
+}
+
+/// A pack's entries from its last [`tail_len`] bytes alone, without
+/// reading its blobs (their framing is not checked).
+pub fn parse_index(tail: &[u8], total: u64) -> Result<Vec<PackEntry>, FormatError> {
+    let what = || FormatError::Length { what: "pack index" };
+    let index_len = tail.len().checked_sub(TRAILER).ok_or_else(what)?;
+    if tail_len(&tail[index_len..], total)? != tail.len() || index_len < 4 {
+        return Err(what());
+    }
+    let count = u32_at(tail, 0) as usize;
+    if count.checked_mul(ENTRY).and_then(|n| n.checked_add(4)) != Some(index_len) {
+        return Err(what());
+    }
+    let body_end = total - tail.len() as u64;
+    let mut entries = Vec::with_capacity(count);
+    let mut offset = HEADER as u64;
+    for i in 0..count {
+        let e = 4 + i * ENTRY;
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&tail[e + 1..e + 33]);
+        let length = u32_at(tail, e + 33);
+        entries.push(PackEntry {
+            kind: BlobKind::from_u8(tail[e])?,
+            id: BlobId(id),
+            offset,
+            length,
+        });
+        offset += u64::from(length);
+        if offset > body_end {
+            return Err(FormatError::Length { what: "pack blob" });
+        }
+    }
+    if offset != body_end {
+        return Err(FormatError::Length { what: "pack body" });
+    }
+    Ok(entries)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +233,15 @@ mod tests {
     fn parse_returns_what_was_written() {
         let (bytes, entries) = sample(5);
         assert_eq!(parse_pack(&bytes).expect("parse"), entries);
+        let total = bytes.len() as u64;
+        let tail = tail_len(&bytes[bytes.len() - 8..], total).expect("trailer");
+        assert_eq!(
+            parse_index(&bytes[bytes.len() - tail..], total).expect("index"),
+            entries
+        );
+        for cut in [1, tail - 1] {
+            assert!(parse_index(&bytes[bytes.len() - cut..], total).is_err());
+        }
         let (empty, e0) = sample(0);
         assert_eq!(parse_pack(&empty).expect("parse"), e0);
     }

@@ -671,7 +671,7 @@ mod tests {
         let delta = encode_delta(&base, &set);
         // 2 removed, 3 added: a count and five ids.
         assert_eq!(delta.len(), 4 + 5 * 32);
-        let back = apply_delta("k", base.into_iter().collect(), &delta).unwrap();
+        let back = apply_delta("k", base.into_iter().collect(), &delta).expect("a valid delta");
         assert_eq!(back, set.into_iter().collect::<Vec<_>>());
     }
 

@@ -172,6 +172,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     );
                 }
             }
+            // Monitoring tells a clean store from a damaged one by the
+            // exit status, like `haven verify`.
+            if r.damaged + r.missing > 0 {
+                return Err(Exit(3).into());
+            }
             Ok(())
         }
         Command::Reindex { common, json } => {
@@ -288,6 +293,19 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A run that did its job and reports a finding by its exit status (the
+/// report is already printed).
+#[derive(Debug)]
+struct Exit(u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -299,6 +317,9 @@ async fn main() -> ExitCode {
         .init();
     match run(Cli::parse()).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Exit>().is_some() => {
+            ExitCode::from(e.downcast_ref::<Exit>().map_or(1, |x| x.0))
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

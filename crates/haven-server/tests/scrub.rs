@@ -1,0 +1,114 @@
+//! `haven-server scrub` on the real binary: its exit status tells a clean
+//! store (0) from a damaged one (3), for monitoring scripts.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use haven_client::account;
+use haven_client::profile::ConfigDir;
+use haven_client::{HttpRemote, Remote};
+use haven_format::blob::{self, BlobKind};
+use haven_format::pack::PackWriter;
+
+const SERVER: &str = env!("CARGO_BIN_EXE_haven-server");
+
+fn scrub(data: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = Command::new(SERVER)
+        .args(["scrub", "--json", "--data-dir"])
+        .arg(data)
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("no JSON report: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), report)
+}
+
+#[test]
+fn scrub_exits_0_on_a_clean_store_and_3_when_it_finds_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(SERVER)
+        .args([
+            "serve",
+            "--allow-signup",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: the test sets this before any thread reads it.
+    unsafe { std::env::set_var("HAVEN_INSECURE_ALLOW_WEAK_KDF", "1") };
+    let url = format!("http://127.0.0.1:{port}");
+    let signed = account::signup(
+        &ConfigDir::at(tmp.path().join("dev")),
+        &url,
+        "scrub@example.org",
+        "correct horse battery",
+        "laptop",
+        None,
+    );
+    let uploaded = signed.and_then(|s| {
+        let keys = s.profile.master_key()?.keys();
+        let remote = HttpRemote::new(&url, Some(s.profile.token.clone()))?;
+        remote.open_session(None, None)?;
+        let mut pack = PackWriter::new();
+        for i in 0..3u8 {
+            let plain = vec![i; 50_000];
+            let id = blob::blob_id(&keys, BlobKind::Data, &plain);
+            let sealed = blob::seal(&keys, BlobKind::Data, &id, &plain, 3).unwrap();
+            pack.add(BlobKind::Data, id, &sealed);
+        }
+        let (id, bytes, _) = pack.finish();
+        remote.put_pack(id, bytes)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    uploaded.unwrap();
+
+    let (code, clean) = scrub(&data);
+    assert_eq!(clean["checked"], 3, "{clean}");
+    assert_eq!(clean["damaged"], 0, "{clean}");
+    assert_eq!(code, Some(0), "{clean}");
+
+    // One flipped byte in the middle of the (only) pack file.
+    let packs = data.join("objects/packs");
+    let file = walk(&packs).pop().expect("a pack file");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+
+    let (code, found) = scrub(&data);
+    assert_eq!(found["damaged"], 1, "{found}");
+    assert_eq!(code, Some(3), "{found}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
