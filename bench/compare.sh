@@ -4,7 +4,10 @@
 # figures and ratios against the best peer) and writes it to
 # bench/results-<date>.md.
 #
-#   bench/compare.sh [--quick] [--runs N] [--data DIR]
+#   bench/compare.sh [--quick] [--runs N] [--data DIR] [--no-restore]
+#
+# --no-restore skips the restores (the 200,000-small-files case measures
+# backups only).
 #
 # Needs release builds of Haven (cargo build --release); installs restic,
 # borgbackup, zstd, b3sum and GNU time from apt and rustic with
@@ -15,12 +18,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 quick=""
 runs=1
+no_restore=""
 data=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick="--quick" ;;
         --runs) runs=$2; shift ;;
         --data) data=$2; shift ;;
+        --no-restore) no_restore=1 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -59,6 +64,9 @@ measure() {
     shift 2
     local t
     t=$(mktemp)
+    # Every measurement starts with the page cache's dirty data written
+    # out: otherwise a tool pays for the writeback of the one before it.
+    sync
     /usr/bin/time -v -o "$t" "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; echo "$tool $step failed" >&2; exit 1; }
     local wall rss
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$t" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
@@ -100,9 +108,14 @@ restore() { # TOOL
 
 size() { du -sb "$1" | cut -f1; }
 
-# One run: fresh repositories, the four steps, repository sizes.
+# One run: fresh repositories, the four steps, repository sizes. The
+# tools take turns in a different order each run (rotated by the run
+# number), so none is always first or last.
 one_run() {
     run=$1
+    local all=("${tools[@]}")
+    local k=$(( (run - 1) % ${#all[@]} ))
+    local order=("${all[@]:k}" "${all[@]:0:k}")
     rm -rf "$base" && cp -a "$data" "$base"
     rm -rf "$repos" && mkdir -p "$repos"
     # Haven: its server on loopback with the embedded defaults.
@@ -119,12 +132,12 @@ one_run() {
     has borg-zstd && borg init -e repokey "$repos/borg-zstd" >/dev/null
     for step in initial unchanged; do
         warm "$base"
-        for t in "${tools[@]}"; do backup "$t" "$step"; done
+        for t in "${order[@]}"; do backup "$t" "$step"; done
     done
     "$here/mutate.sh" "$base"
     warm "$base"
-    for t in "${tools[@]}"; do backup "$t" after-1pct; done
-    for t in "${tools[@]}"; do restore "$t"; done
+    for t in "${order[@]}"; do backup "$t" after-1pct; done
+    [ -n "$no_restore" ] || for t in "${order[@]}"; do restore "$t"; done
     for t in "${tools[@]}"; do
         case $t in
             haven) printf 'haven\trepository-bytes\t%s\t0\n' "$(size "$hs/objects")" >> "$results" ;;

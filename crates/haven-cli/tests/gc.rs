@@ -8,6 +8,7 @@
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use haven_testkit::tree::{assert_same_tree, copy_tree, noise, text};
 use haven_testkit::{Device, TestServer};
@@ -87,9 +88,27 @@ fn gc_during_backups_and_deletions_loses_nothing_referenced() {
         "GC ran during the backups"
     );
 
-    // One more pass with nothing running, then check everything.
+    // One more pass with nothing running, then check everything. An
+    // upload abandoned 30 days ago left its staging file; a fresh one may
+    // still be resumed.
+    let uploads = server.config.data_dir.join("uploads");
+    fs::create_dir_all(&uploads).unwrap();
+    let (stale, fresh) = (
+        uploads.join(format!("1-{}", "ab".repeat(32))),
+        uploads.join(format!("1-{}", "cd".repeat(32))),
+    );
+    fs::write(&stale, b"half a pack").unwrap();
+    fs::write(&fresh, b"half a pack").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(30 * 86_400))
+        .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let last = rt.block_on(haven_server::run_gc(&server.config)).unwrap();
+    assert_eq!(last.staging_removed, 1, "{last:?}");
+    assert!(!stale.exists() && fresh.exists());
     assert!(
         removed.load(Ordering::SeqCst) + last.blobs_removed > 0,
         "deleted backups left garbage for GC to remove"

@@ -47,9 +47,9 @@ fn a_deleted_database_is_rebuilt_and_every_backup_restores() {
     // The first backup is deleted: it must stay deleted.
     dev.json(&["backups", "delete", &versions[0].0, "--yes", "--json"]);
     let (deleted, _) = versions.remove(0);
-    // Deleting that base rewrote its dependents' copies in full; the next
-    // backup's copy is a delta against one of them, which the rebuild
-    // must resolve.
+    // Deleting that base made the newest of its dependents a full copy and
+    // the other a delta against it; the next backup's copy is a delta too.
+    // The rebuild must resolve both.
     fs::write(src.join("round3.bin"), noise(300_000, 3)).unwrap();
     let v = dev.json(&["backup", src.to_str().unwrap(), "--json"]);
     let keep = tmp.path().join("keep3");
@@ -61,7 +61,7 @@ fn a_deleted_database_is_rebuilt_and_every_backup_restores() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     let deltas = copies.iter().filter(|n| n.contains(".delta.")).count();
-    assert_eq!(deltas, 1, "{copies:?}");
+    assert_eq!(deltas, 2, "{copies:?}");
     assert!(
         !copies.iter().any(|n| n.contains(&deleted)),
         "the deleted backup's copy is gone: {copies:?}"

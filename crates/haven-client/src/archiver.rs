@@ -277,10 +277,10 @@ impl<'a> Archiver<'a> {
         let enc = tree.encode();
         let id = blob::blob_id(self.keys, BlobKind::Tree, &enc);
         self.dirs += 1;
-        if known == Some(id) && !self.damaged.contains(&id) {
-            // Unchanged since the previous backup, which the server holds.
-            self.refs.insert(id);
-            self.seen.insert(id);
+        if known == Some(id) {
+            // Unchanged since the previous backup, so cached already: it is
+            // sealed only if the server turns out to lack it.
+            self.add_blob(id, BlobKind::Tree, enc, false)?;
             return Ok(TreeId(id));
         }
         let sealed = self.seal_encoded(id, &enc)?;

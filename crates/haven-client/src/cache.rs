@@ -18,6 +18,8 @@ use crate::{ClientError, Remote, Result};
 
 /// Plaintext bytes of opened trees kept in memory for the rest of the run.
 const OPENED_BUDGET: usize = 64 << 20;
+/// Beyond this many local tree packs (one per run), a flush merges them.
+const MAX_TREE_PACKS: usize = 32;
 
 /// Sealed trees and the referenced-blob set of the latest snapshot.
 ///
@@ -32,8 +34,8 @@ pub struct Cache {
     opened: Mutex<Opened>,
     /// Where each cached tree is: built from the packs' indexes on first use.
     index: Mutex<Option<HashMap<BlobId, Place>>>,
-    /// Trees stored this run and not yet written.
-    pending: Mutex<HashMap<BlobId, Vec<u8>>>,
+    /// Trees stored this run and not yet written, and their bytes.
+    pending: Mutex<(HashMap<BlobId, Vec<u8>>, usize)>,
 }
 
 #[derive(Clone)]
@@ -93,6 +95,10 @@ impl Cache {
                 .flatten()
             {
                 let path = Arc::new(e.path());
+                // Another run's write in progress.
+                if path.extension().is_some() {
+                    continue;
+                }
                 match read_index(&path) {
                     Ok(entries) => {
                         for en in entries {
@@ -124,8 +130,11 @@ impl Cache {
         }
         let full = match self.pending.lock() {
             Ok(mut p) => {
-                p.entry(*id).or_insert_with(|| sealed.to_vec());
-                p.values().map(Vec::len).sum::<usize>() >= TARGET_PACK_SIZE
+                if !p.0.contains_key(id) {
+                    p.0.insert(*id, sealed.to_vec());
+                    p.1 += sealed.len();
+                }
+                p.1 >= TARGET_PACK_SIZE
             }
             Err(_) => false,
         };
@@ -136,16 +145,38 @@ impl Cache {
 
     /// Writes the trees stored so far into one local pack.
     pub fn flush(&self) {
-        let Some(trees) = self
+        let Some(mut trees) = self
             .pending
             .lock()
             .ok()
-            .map(|mut p| std::mem::take(&mut *p))
+            .map(|mut p| std::mem::take(&mut *p).0)
         else {
             return;
         };
         if trees.is_empty() {
             return;
+        }
+        let old: Vec<PathBuf> = fs::read_dir(self.packs_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_none())
+            .collect();
+        // One pack per run adds up: merge them all (older runs' trees
+        // included, which unchanged directories still use).
+        let merge = old.len() >= MAX_TREE_PACKS;
+        if merge {
+            let ids: Vec<BlobId> = self
+                .with_index(|i| i.keys().copied().collect())
+                .unwrap_or_default();
+            for id in ids {
+                if !trees.contains_key(&id)
+                    && let Some(sealed) = self.cached(&id)
+                {
+                    trees.insert(id, sealed);
+                }
+            }
         }
         let mut w = PackWriter::new();
         for (id, sealed) in &trees {
@@ -162,7 +193,15 @@ impl Cache {
             let _ = fs::remove_file(&tmp);
             return;
         }
+        if merge {
+            for p in old.iter().filter(|p| **p != *path) {
+                let _ = fs::remove_file(p);
+            }
+        }
         self.with_index(|index| {
+            if merge {
+                index.clear();
+            }
             for en in entries {
                 index.insert(
                     en.id,
@@ -178,15 +217,25 @@ impl Cache {
 
     /// A cached sealed tree, if any.
     fn cached(&self, id: &BlobId) -> Option<Vec<u8>> {
-        if let Some(s) = self.pending.lock().ok()?.get(id) {
+        if let Some(s) = self.pending.lock().ok()?.0.get(id) {
             return Some(s.clone());
         }
         let place = self.with_index(|i| i.get(id).cloned())??;
-        let mut f = fs::File::open(place.file.as_ref()).ok()?;
-        f.seek(SeekFrom::Start(place.offset)).ok()?;
-        let mut buf = vec![0u8; place.length as usize];
-        f.read_exact(&mut buf).ok()?;
-        Some(buf)
+        let read = || -> std::io::Result<Vec<u8>> {
+            let mut f = fs::File::open(place.file.as_ref())?;
+            f.seek(SeekFrom::Start(place.offset))?;
+            let mut buf = vec![0u8; place.length as usize];
+            f.read_exact(&mut buf)?;
+            Ok(buf)
+        };
+        match read() {
+            Ok(buf) => Some(buf),
+            Err(_) => {
+                // Gone or cut short: downloaded (and cached) again.
+                self.with_index(|i| i.remove(id));
+                None
+            }
+        }
     }
 
     /// Loads and opens a tree: from the cache, else from the server.
@@ -308,6 +357,30 @@ pub fn diff_sorted(old: &[BlobId], new: &[BlobId]) -> (Vec<BlobId>, Vec<BlobId>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tree_packs_are_merged_and_every_tree_stays_readable() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let id = |n: u32| {
+            let mut b = [0u8; 32];
+            b[..4].copy_from_slice(&n.to_le_bytes());
+            BlobId(b)
+        };
+        for run in 0..40u32 {
+            let c = Cache::new(tmp.path().to_path_buf(), 1);
+            c.put_tree(&id(run), &[run as u8; 100]);
+            // A tree cached by an earlier run is not stored twice.
+            c.put_tree(&id(0), &[9; 100]);
+        }
+        let packs = fs::read_dir(tmp.path().join("1/treepacks"))
+            .expect("dir")
+            .count();
+        assert!(packs <= MAX_TREE_PACKS, "{packs} packs");
+        let c = Cache::new(tmp.path().to_path_buf(), 1);
+        for run in 0..40u32 {
+            assert_eq!(c.cached(&id(run)), Some(vec![run as u8; 100]), "tree {run}");
+        }
+    }
 
     #[test]
     fn diff_of_sorted_sets() {

@@ -335,24 +335,7 @@ pub async fn snapshot_deleted(
     id: &str,
 ) -> Result<(), StoreError> {
     let (doc_key, refs_key) = snapshot_keys(account_id, id);
-    let dir = format!("meta/snapshots/{account_id}/");
-    let suffix = format!(".delta.{id}");
-    for key in state.objects.list(&dir).await? {
-        let Some(child) = key
-            .strip_suffix(suffix.as_str())
-            .and_then(|k| k.strip_prefix(dir.as_str()))
-        else {
-            continue;
-        };
-        if state.meta.snapshot(account_id, child).await?.is_some() {
-            let refs = state.meta.snapshot_refs(account_id, child).await?;
-            state
-                .objects
-                .put(&snapshot_keys(account_id, child).1, ids_bytes(refs.iter()))
-                .await?;
-        }
-        state.objects.delete(&key).await?;
-    }
+    rebase_dependents(state, account_id, id).await?;
     state.objects.delete(&doc_key).await?;
     state.objects.delete(&refs_key).await?;
     for key in state.objects.list(&delta_prefix(account_id, id)).await? {
@@ -361,19 +344,85 @@ pub async fn snapshot_deleted(
     Ok(())
 }
 
+/// Gives the copies stored as deltas against `base` a new base before
+/// `base`'s copy goes: the newest complete one is written in full and the
+/// others are re-encoded against it, so deleting a base (what retention
+/// does to the oldest backup) costs one full copy, not one per dependent.
+async fn rebase_dependents(
+    state: &SharedState,
+    account_id: i64,
+    base: &str,
+) -> Result<(), StoreError> {
+    let dir = format!("meta/snapshots/{account_id}/");
+    let suffix = format!(".delta.{base}");
+    let mut alive = Vec::new();
+    for key in state.objects.list(&dir).await? {
+        let Some(child) = key
+            .strip_suffix(suffix.as_str())
+            .and_then(|k| k.strip_prefix(dir.as_str()))
+        else {
+            continue;
+        };
+        match state.meta.snapshot(account_id, child).await? {
+            Some(row) => alive.push((row, key)),
+            None => state.objects.delete(&key).await?,
+        }
+    }
+    alive.sort_by_key(|(row, _)| (row.complete, row.created, row.time));
+    let new_base = match alive.last() {
+        Some((row, _)) if row.complete => Some(row.id.clone()),
+        _ => None,
+    };
+    let base_set: BTreeSet<BlobId> = match &new_base {
+        Some(b) => state
+            .meta
+            .snapshot_refs(account_id, b)
+            .await?
+            .into_iter()
+            .collect(),
+        None => BTreeSet::new(),
+    };
+    for (row, old_key) in alive.iter().rev() {
+        let refs: BTreeSet<BlobId> = state
+            .meta
+            .snapshot_refs(account_id, &row.id)
+            .await?
+            .into_iter()
+            .collect();
+        let delta = encode_delta(&base_set, &refs);
+        let (key, bytes) = match &new_base {
+            Some(b) if *b != row.id && delta.len() * 2 <= refs.len() * 32 => {
+                (format!("{}{b}", delta_prefix(account_id, &row.id)), delta)
+            }
+            _ => (snapshot_keys(account_id, &row.id).1, ids_bytes(refs.iter())),
+        };
+        // The new copy is in place before the old one goes.
+        state.objects.put(&key, bytes).await?;
+        state.objects.delete(old_key).await?;
+    }
+    Ok(())
+}
+
 /// Deletes a snapshot: its copy first (a rebuilt database never brings
-/// back a deleted backup), then its record. False if there was none.
+/// back a deleted backup), then its record. False if there was none. It
+/// runs to its end in its own task, even if the request that asked for it
+/// goes away.
 pub async fn delete_snapshot(
     state: &SharedState,
     account_id: i64,
     id: &str,
 ) -> Result<bool, StoreError> {
-    let _lock = state.snapshot_lock.lock().await;
-    if state.meta.snapshot(account_id, id).await?.is_none() {
-        return Ok(false);
-    }
-    snapshot_deleted(state, account_id, id).await?;
-    state.meta.snapshot_delete(account_id, id).await
+    let (state, id) = (state.clone(), id.to_string());
+    tokio::spawn(async move {
+        let _lock = state.snapshot_lock.lock().await;
+        if state.meta.snapshot(account_id, &id).await?.is_none() {
+            return Ok(false);
+        }
+        snapshot_deleted(&state, account_id, &id).await?;
+        state.meta.snapshot_delete(account_id, &id).await
+    })
+    .await
+    .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
 }
 
 /// Records a device's category switches.

@@ -1,8 +1,10 @@
 //! The embedded object store: files under a directory.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -16,6 +18,10 @@ use crate::{ObjectStore, StoreError, check_key};
 pub struct LocalDirStore {
     objects: PathBuf,
     tmp: PathBuf,
+    /// Directories whose own entry is known durable (fsynced in their
+    /// parent after they were created): a put there fsyncs only the
+    /// directory it renames into, not the whole chain up to the root.
+    durable: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl LocalDirStore {
@@ -40,7 +46,11 @@ impl LocalDirStore {
                 let _ = fs::remove_file(e.path());
             }
         }
-        Ok(LocalDirStore { objects, tmp })
+        Ok(LocalDirStore {
+            objects,
+            tmp,
+            durable: Arc::default(),
+        })
     }
 
     fn path(&self, key: &str) -> Result<PathBuf, StoreError> {
@@ -61,7 +71,15 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn put_blocking(tmp_dir: &Path, root: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+type Durable = Mutex<HashSet<PathBuf>>;
+
+fn put_blocking(
+    tmp_dir: &Path,
+    root: &Path,
+    durable: &Durable,
+    path: &Path,
+    bytes: &[u8],
+) -> io::Result<()> {
     let parent = path
         .parent()
         .ok_or_else(|| io::Error::other("object path without parent"))?;
@@ -72,7 +90,7 @@ fn put_blocking(tmp_dir: &Path, root: &Path, path: &Path, bytes: &[u8]) -> io::R
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp_path, path)?;
-        sync_dirs(parent, root)
+        sync_dirs(parent, root, durable)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp_path);
@@ -80,34 +98,49 @@ fn put_blocking(tmp_dir: &Path, root: &Path, path: &Path, bytes: &[u8]) -> io::R
     result
 }
 
-/// Every directory from `dir` up to the store root: a fresh
+/// `dir` (the new entry in it), then every directory above it up to the
+/// store root that is not known durable yet: a fresh
 /// `packs/<account>/<xx>/` chain must survive power loss too, and a
 /// concurrent put may have created it without syncing it yet.
-fn sync_dirs(dir: &Path, root: &Path) -> io::Result<()> {
-    let mut dir = Some(dir);
-    while let Some(d) = dir {
+fn sync_dirs(dir: &Path, root: &Path, durable: &Durable) -> io::Result<()> {
+    let known = |d: &Path| durable.lock().map(|s| s.contains(d)).unwrap_or(false);
+    let mut synced = Vec::new();
+    let mut next = Some(dir);
+    while let Some(d) = next {
         fsync_dir(d)?;
-        if d == root {
+        synced.push(d.to_path_buf());
+        if d == root || known(d) {
             break;
         }
-        dir = d.parent();
+        next = d.parent();
+    }
+    // Each of these is durable in its parent now: the loop went on to the
+    // parent of every one except the last, which is the root or known.
+    if let Ok(mut s) = durable.lock() {
+        s.extend(synced);
     }
     Ok(())
 }
 
 /// Moves `from` into place as `path`: fsync it, rename it (no copy), sync
 /// the directories. Across filesystems it falls back to a durable copy.
-fn put_file_blocking(tmp_dir: &Path, root: &Path, path: &Path, from: &Path) -> io::Result<()> {
+fn put_file_blocking(
+    tmp_dir: &Path,
+    root: &Path,
+    durable: &Durable,
+    path: &Path,
+    from: &Path,
+) -> io::Result<()> {
     let parent = path
         .parent()
         .ok_or_else(|| io::Error::other("object path without parent"))?;
     fs::create_dir_all(parent)?;
     File::open(from)?.sync_all()?;
     match fs::rename(from, path) {
-        Ok(()) => sync_dirs(parent, root),
+        Ok(()) => sync_dirs(parent, root, durable),
         Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
             let bytes = fs::read(from)?;
-            put_blocking(tmp_dir, root, path, &bytes)?;
+            put_blocking(tmp_dir, root, durable, path, &bytes)?;
             fs::remove_file(from)
         }
         Err(e) => Err(e),
@@ -127,13 +160,15 @@ impl ObjectStore for LocalDirStore {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let (tmp, root) = (self.tmp.clone(), self.objects.clone());
-        blocking(move || Ok(put_blocking(&tmp, &root, &path, &bytes)?)).await
+        let durable = self.durable.clone();
+        blocking(move || Ok(put_blocking(&tmp, &root, &durable, &path, &bytes)?)).await
     }
 
     async fn put_file(&self, key: &str, from: &Path, _len: u64) -> Result<(), StoreError> {
         let path = self.path(key)?;
         let (tmp, root, from) = (self.tmp.clone(), self.objects.clone(), from.to_path_buf());
-        blocking(move || Ok(put_file_blocking(&tmp, &root, &path, &from)?)).await
+        let durable = self.durable.clone();
+        blocking(move || Ok(put_file_blocking(&tmp, &root, &durable, &path, &from)?)).await
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

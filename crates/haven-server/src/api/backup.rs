@@ -246,8 +246,25 @@ pub async fn commit(
     };
     haven_proto::fault::point("before-commit");
     // The copy goes first, so an acknowledged commit always has one; the
-    // checkpoints this commit replaces lose theirs after it.
-    let lock = state.snapshot_lock.lock().await;
+    // checkpoints this commit replaces lose theirs after it. It all runs to
+    // its end in its own task, under the lock, even if the client goes away.
+    let task_state = state.clone();
+    let result = tokio::spawn(async move { commit_locked(&task_state, caller, &new).await })
+        .await
+        .map_err(|_| {
+            ApiError::storage(&haven_store::StoreError::Invalid("commit crashed".into()))
+        })??;
+    commit_answer(&state, caller, result).await
+}
+
+/// Writes the copy, commits and drops the copies the commit replaced,
+/// holding `snapshot_lock`.
+async fn commit_locked(
+    state: &SharedState,
+    caller: Caller,
+    new: &NewSnapshot,
+) -> ApiResult<Result<SnapshotRow, StoreError>> {
+    let _lock = state.snapshot_lock.lock().await;
     let replaced: Vec<String> = state
         .meta
         .snapshots(caller.account_id, Some(caller.device_id))
@@ -262,13 +279,13 @@ pub async fn commit(
         .await?
         .is_some();
     if !retry {
-        crate::journal::snapshot_before_commit(&state, &new).await?;
+        crate::journal::snapshot_before_commit(state, new).await?;
     }
-    let result = state.meta.snapshot_commit(&new).await;
+    let result = state.meta.snapshot_commit(new).await;
     match &result {
         Ok(_) => {
             for id in &replaced {
-                crate::journal::snapshot_deleted(&state, caller.account_id, id).await?;
+                crate::journal::snapshot_deleted(state, caller.account_id, id).await?;
             }
         }
         Err(_) => {
@@ -278,11 +295,19 @@ pub async fn commit(
                 .await?
                 .is_none()
             {
-                crate::journal::snapshot_deleted(&state, caller.account_id, &new.id).await?;
+                crate::journal::snapshot_deleted(state, caller.account_id, &new.id).await?;
             }
         }
     }
-    drop(lock);
+    Ok(result)
+}
+
+/// `POST /v1/snapshots`, continued: the result of the commit.
+async fn commit_answer(
+    state: &SharedState,
+    caller: Caller,
+    result: Result<SnapshotRow, StoreError>,
+) -> ApiResult<(StatusCode, Json<SnapshotRecord>)> {
     match result {
         Ok(row) => {
             haven_proto::fault::point("after-commit");
@@ -291,7 +316,7 @@ pub async fn commit(
             let mut rec = record(row);
             if complete {
                 rec.pruned = crate::retention::prune_device(
-                    &state,
+                    state,
                     caller.account_id,
                     caller.device_id,
                     &rec.id,

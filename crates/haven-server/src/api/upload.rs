@@ -187,7 +187,7 @@ pub async fn put_pack(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 pub struct PartQuery {
     offset: u64,
     total: u64,
@@ -226,21 +226,42 @@ pub async fn put_part(
         )
         .fix("This is a client bug: update the client."));
     }
-    let path = staging_path(&state, caller.account_id, &pack_id);
-    let lock = state.uploads.get(&path.to_string_lossy());
-    let _guard = lock.lock().await;
+    // The part runs to its end in its own task, holding the staging file's
+    // lock: a client that disconnects drops this handler, and a retry must
+    // not see the file while the abandoned part still writes to it.
+    let lock = state
+        .uploads
+        .get(&staging_path(&state, caller.account_id, &pack_id).to_string_lossy());
+    let guard = lock.lock_owned().await;
+    tokio::spawn(async move {
+        let _guard = guard;
+        part(&state, caller, pack_id, q, body).await
+    })
+    .await
+    .map_err(|_| ApiError::storage(&haven_store::StoreError::Invalid("upload crashed".into())))?
+}
+
+async fn part(
+    state: &SharedState,
+    caller: Caller,
+    pack_id: PackId,
+    q: PartQuery,
+    body: Body,
+) -> ApiResult<Json<UploadStatus>> {
+    let path = staging_path(state, caller.account_id, &pack_id);
     let current = tokio::fs::metadata(&path)
         .await
         .map(|m| m.len())
         .unwrap_or(0);
+    // The last part was stored and its answer lost (the staging file is
+    // gone or short): the retry is done.
+    if (current != q.offset || current == 0) && pack_indexed(state, caller, &pack_id).await? {
+        return Ok(Json(UploadStatus {
+            offset: q.total,
+            complete: true,
+        }));
+    }
     if current != q.offset {
-        // The last part was stored and its answer lost: the retry is done.
-        if pack_indexed(&state, caller, &pack_id).await? {
-            return Ok(Json(UploadStatus {
-                offset: q.total,
-                complete: true,
-            }));
-        }
         return Err(offset_mismatch(current));
     }
     let end = append_part(&path, q.offset, q.total, body).await?;
@@ -255,7 +276,7 @@ pub async fn put_part(
         .await
         .map_err(|e| ApiError::from(haven_store::StoreError::Io(e)))?;
     let result = store_pack(
-        &state,
+        state,
         caller,
         pack_id,
         whole,
@@ -306,11 +327,9 @@ async fn append_part(
         let chunk = match tokio::time::timeout(PART_IDLE, stream.next()).await {
             Ok(None) => break Ok(()),
             Ok(Some(Ok(chunk))) => chunk,
-            Ok(Some(Err(_))) | Err(_) => {
-                break Err(ApiError::bad_request(
-                    "The upload broke off; the server kept what arrived.",
-                ));
-            }
+            // Kept what arrived: a client that still listens continues
+            // from there.
+            Ok(Some(Err(_))) | Err(_) => break Err(offset_mismatch(end)),
         };
         if end + chunk.len() as u64 > total {
             break Err(ApiError::new(
