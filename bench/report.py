@@ -36,7 +36,7 @@ for step in steps:
         w, r = med(walls, (t, step)), med(rsss, (t, step))
         cells.append("–" if w is None else f"{w:.2f} s, {r / 1024:.0f} MB")
     h = med(walls, ("haven", step))
-    best = min((med(walls, (p, step)), p) for p in peers if (p, step) in walls) if peers else None
+    best = min(((med(walls, (p, step)), p) for p in peers if (p, step) in walls), default=None)
     ratio = f"{best[0] / h:.2f}× ({best[1]})" if best and h else "–"
     print(f"| {step} | " + " | ".join(cells) + f" | {ratio} |")
 cells = []
@@ -44,7 +44,7 @@ for t in tools:
     b = med(walls, (t, "repository-bytes"))
     cells.append("–" if b is None else f"{b / 1e6:.1f} MB")
 h = med(walls, ("haven", "repository-bytes"))
-best = min((med(walls, (p, "repository-bytes")), p) for p in peers if (p, "repository-bytes") in walls) if peers else None
+best = min(((med(walls, (p, "repository-bytes")), p) for p in peers if (p, "repository-bytes") in walls), default=None)
 ratio = f"{best[0] / h:.3f}× ({best[1]})" if best and h else "–"
 print("| repository | " + " | ".join(cells) + f" | {ratio} |")
 print()

@@ -51,6 +51,23 @@ struct Opened {
     bytes: usize,
 }
 
+fn add_places(
+    index: &mut HashMap<BlobId, Place>,
+    file: &Arc<PathBuf>,
+    entries: Vec<pack::PackEntry>,
+) {
+    for en in entries {
+        index.insert(
+            en.id,
+            Place {
+                file: file.clone(),
+                offset: en.offset,
+                length: en.length,
+            },
+        );
+    }
+}
+
 /// The entries of a local tree pack, from its tail.
 fn read_index(path: &std::path::Path) -> std::io::Result<Vec<pack::PackEntry>> {
     let mut f = fs::File::open(path)?;
@@ -100,18 +117,7 @@ impl Cache {
                     continue;
                 }
                 match read_index(&path) {
-                    Ok(entries) => {
-                        for en in entries {
-                            index.insert(
-                                en.id,
-                                Place {
-                                    file: path.clone(),
-                                    offset: en.offset,
-                                    length: en.length,
-                                },
-                            );
-                        }
-                    }
+                    Ok(entries) => add_places(&mut index, &path, entries),
                     Err(_) => {
                         let _ = fs::remove_file(path.as_ref());
                     }
@@ -202,16 +208,7 @@ impl Cache {
             if merge {
                 index.clear();
             }
-            for en in entries {
-                index.insert(
-                    en.id,
-                    Place {
-                        file: path.clone(),
-                        offset: en.offset,
-                        length: en.length,
-                    },
-                );
-            }
+            add_places(index, &path, entries);
         });
     }
 

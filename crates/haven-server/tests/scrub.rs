@@ -2,10 +2,10 @@
 //! store (0) from a damaged one (3), for monitoring scripts.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use haven_client::account;
 use haven_client::profile::ConfigDir;
@@ -13,7 +13,7 @@ use haven_client::{HttpRemote, Remote};
 use haven_format::blob::{self, BlobKind};
 use haven_format::pack::PackWriter;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_haven-server");
+use common::SERVER;
 
 fn scrub(data: &Path) -> (Option<i32>, serde_json::Value) {
     let out = Command::new(SERVER)
@@ -30,32 +30,9 @@ fn scrub(data: &Path) -> (Option<i32>, serde_json::Value) {
 fn scrub_exits_0_on_a_clean_store_and_3_when_it_finds_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(SERVER)
-        .args([
-            "serve",
-            "--allow-signup",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (mut child, url) = common::serve(&data, &["--allow-signup"]);
     // SAFETY: the test sets this before any thread reads it.
     unsafe { std::env::set_var("HAVEN_INSECURE_ALLOW_WEAK_KDF", "1") };
-    let url = format!("http://127.0.0.1:{port}");
     let signed = account::signup(
         &ConfigDir::at(tmp.path().join("dev")),
         &url,

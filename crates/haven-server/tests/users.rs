@@ -2,15 +2,15 @@
 //! plan an invite carries reaching the account that redeems it.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use haven_client::account;
 use haven_client::profile::ConfigDir;
 
-const SERVER: &str = env!("CARGO_BIN_EXE_haven-server");
+use common::SERVER;
 
 const CONFIG: &str = r#"
 default_plan = "free"
@@ -73,32 +73,14 @@ fn operators_add_users_on_a_plan_list_them_and_change_their_plan() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no plan \"gold\""));
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = Command::new(SERVER)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let config_arg = config.to_string_lossy().into_owned();
+    let (mut child, url) = common::serve(&data, &["--config", &config_arg]);
     // SAFETY: the test sets this before any thread reads it.
     unsafe { std::env::set_var("HAVEN_INSECURE_ALLOW_WEAK_KDF", "1") };
     let dir = ConfigDir::at(tmp.path().join("dev"));
     let signed = account::signup(
         &dir,
-        &format!("http://127.0.0.1:{port}"),
+        &url,
         "gran@example.org",
         "correct horse battery",
         "tablet",
