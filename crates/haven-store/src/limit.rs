@@ -31,20 +31,33 @@ fn full() -> StoreError {
     StoreError::Io(std::io::Error::from(std::io::ErrorKind::StorageFull))
 }
 
-#[async_trait]
-impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
-    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        let len = bytes.len() as u64;
+impl<S> CapacityLimit<S> {
+    /// Counts `len` bytes in, or fails like a full disk.
+    fn reserve(&self, len: u64) -> Result<(), StoreError> {
         self.used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
                 (u + len <= self.max).then_some(u + len)
             })
-            .map_err(|_| full())?;
-        let r = self.inner.put(key, bytes).await;
+            .map(|_| ())
+            .map_err(|_| full())
+    }
+
+    /// Gives the reservation back if the write failed.
+    fn settle(&self, r: Result<(), StoreError>, len: u64) -> Result<(), StoreError> {
         if r.is_err() {
             self.used.fetch_sub(len, Ordering::SeqCst);
         }
         r
+    }
+}
+
+#[async_trait]
+impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
+    async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        let len = bytes.len() as u64;
+        self.reserve(len)?;
+        let r = self.inner.put(key, bytes).await;
+        self.settle(r, len)
     }
 
     async fn put_file(
@@ -53,16 +66,9 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         path: &std::path::Path,
         len: u64,
     ) -> Result<(), StoreError> {
-        self.used
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
-                (u + len <= self.max).then_some(u + len)
-            })
-            .map_err(|_| full())?;
+        self.reserve(len)?;
         let r = self.inner.put_file(key, path, len).await;
-        if r.is_err() {
-            self.used.fetch_sub(len, Ordering::SeqCst);
-        }
-        r
+        self.settle(r, len)
     }
 
     async fn get(&self, key: &str) -> Result<Vec<u8>, StoreError> {

@@ -100,6 +100,11 @@ fn marks(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
+/// `(?, …), (?, …), …`: `n` rows of `cols` values, for a multi-row INSERT.
+fn rows(n: usize, cols: usize) -> String {
+    vec![format!("({})", marks(cols)); n].join(", ")
+}
+
 /// The `damaged` state of those of `ids` the account has indexed.
 async fn blob_states(
     conn: &mut sqlx::SqliteConnection,
@@ -134,7 +139,7 @@ async fn refs_insert(
     for part in ids.chunks(BATCH) {
         let sql = format!(
             "INSERT OR IGNORE INTO snapshot_refs (account_id, snapshot_id, blob_id) VALUES {}",
-            vec!["(?, ?, ?)"; part.len()].join(", ")
+            rows(part.len(), 3)
         );
         let mut q = sqlx::query(&sql);
         for id in part {
@@ -535,7 +540,7 @@ impl MetaStore for SqliteMeta {
         for part in new.chunks(BATCH) {
             let sql = format!(
                 "INSERT INTO blobs (kind, pack_id, offset, length, hash, account_id, id) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, ?, ?)"; part.len()].join(", ")
+                rows(part.len(), 7)
             );
             let mut q = sqlx::query(&sql);
             for b in part {
