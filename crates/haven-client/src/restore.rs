@@ -2,9 +2,14 @@
 //!
 //! ```text
 //! walker thread: trees ─ create dirs, symlinks ─▶ file jobs
-//! fetcher thread: batch chunk ids ─ download ─ open (authenticate, decompress, hash) ─▶ pieces
+//! fetcher thread: batch chunk ids ─ download ─▶ sealed chunks
+//! opener thread: authenticate, decompress, hash (two threads for a large batch) ─▶ pieces
 //! main thread: write files, then hard links, then directory metadata (deepest first)
 //! ```
+//!
+//! The stages overlap: while one batch is written, the next is opened and
+//! the one after that downloads. Every hand-off is bounded, so memory stays
+//! a few batches whatever the snapshot's size.
 //!
 //! Invariant 6: nothing is written outside the target. Names are checked
 //! (no empty, `.`, `..`, `/` or NUL), the walker only descends into real
@@ -91,6 +96,14 @@ pub struct RestoreProgress {
 struct FileJob {
     path: PathBuf,
     node: Node,
+}
+
+/// Downloaded, not yet opened: what the fetcher hands the opener.
+enum Sealed {
+    Whole(Vec<FileJob>, Vec<(BlobId, Option<Vec<u8>>)>),
+    Start(FileJob),
+    Window(Vec<(BlobId, Option<Vec<u8>>)>),
+    End,
 }
 
 enum Piece {
@@ -321,19 +334,68 @@ impl Walker<'_> {
     }
 }
 
-fn open_chunk(keys: &Keys, id: &BlobId, sealed: Option<Vec<u8>>) -> Option<Vec<u8>> {
-    blob::open(keys, BlobKind::Data, id, &sealed?).ok()
+/// Opens downloaded chunks (`None`: missing or damaged), in order. A
+/// batch of more than a few chunks is split over two threads.
+fn open_chunks(keys: &Keys, sealed: Vec<(BlobId, Option<Vec<u8>>)>) -> Vec<Option<Vec<u8>>> {
+    let open = |part: Vec<(BlobId, Option<Vec<u8>>)>| -> Vec<Option<Vec<u8>>> {
+        part.into_iter()
+            .map(|(id, s)| blob::open(keys, BlobKind::Data, &id, &s?).ok())
+            .collect()
+    };
+    if sealed.len() < 4 {
+        return open(sealed);
+    }
+    let mut first = sealed;
+    let second = first.split_off(first.len() / 2);
+    let total = first.len() + second.len();
+    std::thread::scope(|s| {
+        let other = s.spawn(|| open(second));
+        let mut out = open(first);
+        match other.join() {
+            Ok(rest) => out.extend(rest),
+            // Only a bug panics in there; its chunks count as damaged.
+            Err(_) => out.resize(total, None),
+        }
+        out
+    })
 }
 
-fn fetch_all(remote: &dyn Remote, keys: &Keys, ids: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>> {
+/// Turns downloaded chunks into verified pieces for the writer.
+fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
+    for unit in rx {
+        let piece = match unit {
+            Sealed::Whole(jobs, sealed) => {
+                let mut chunks = open_chunks(keys, sealed).into_iter();
+                for job in jobs {
+                    let mine = chunks.by_ref().take(job.node.content.len()).collect();
+                    if out.send(Piece::Whole(job, mine)).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Sealed::Start(job) => Piece::Start(job),
+            Sealed::Window(sealed) => {
+                for c in open_chunks(keys, sealed) {
+                    if out.send(Piece::Chunk(c)).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+            Sealed::End => Piece::End,
+        };
+        if out.send(piece).is_err() {
+            return;
+        }
+    }
+}
+
+/// Downloads chunks, still sealed, in order.
+fn download(remote: &dyn Remote, ids: Vec<BlobId>) -> Result<Vec<(BlobId, Option<Vec<u8>>)>> {
     let mut out = Vec::with_capacity(ids.len());
     for part in ids.chunks(1000) {
-        let sealed = remote.fetch(part)?;
-        out.extend(
-            part.iter()
-                .zip(sealed)
-                .map(|(id, s)| open_chunk(keys, id, s)),
-        );
+        out.extend(part.iter().copied().zip(remote.fetch(part)?));
     }
     Ok(out)
 }
@@ -342,7 +404,7 @@ fn fetcher(
     remote: &dyn Remote,
     keys: &Keys,
     jobs: Receiver<FileJob>,
-    out: Sender<Piece>,
+    out: Sender<Sealed>,
     overwrite: bool,
     shared: &Mutex<Shared>,
 ) -> Result<()> {
@@ -354,14 +416,11 @@ fn fetcher(
             .iter()
             .flat_map(|j| j.node.content.iter().map(|c| c.0))
             .collect();
-        let mut chunks = fetch_all(remote, keys, &ids)?.into_iter();
-        for job in batch.drain(..) {
-            let mine = chunks.by_ref().take(job.node.content.len()).collect();
-            if out.send(Piece::Whole(job, mine)).is_err() {
-                return Ok(false);
-            }
+        if ids.is_empty() && batch.is_empty() {
+            return Ok(true);
         }
-        Ok(true)
+        let sealed = download(remote, ids)?;
+        Ok(out.send(Sealed::Whole(std::mem::take(batch), sealed)).is_ok())
     };
     for job in jobs {
         if fs::symlink_metadata(&job.path).is_ok() {
@@ -404,17 +463,15 @@ fn fetcher(
         batch_bytes = 0;
         batch_chunks = 0;
         let ids: Vec<BlobId> = job.node.content.iter().map(|c| c.0).collect();
-        if out.send(Piece::Start(job)).is_err() {
+        if out.send(Sealed::Start(job)).is_err() {
             return Ok(());
         }
         for window in ids.chunks(BIG_WINDOW) {
-            for c in fetch_all(remote, keys, window)? {
-                if out.send(Piece::Chunk(c)).is_err() {
-                    return Ok(());
-                }
+            if out.send(Sealed::Window(download(remote, window.to_vec())?)).is_err() {
+                return Ok(());
             }
         }
-        if out.send(Piece::End).is_err() {
+        if out.send(Sealed::End).is_err() {
             return Ok(());
         }
     }
@@ -596,6 +653,7 @@ pub fn restore(
     let sel = (!sel_paths.is_empty()).then(|| PathTree::new(&sel_paths));
     let shared = Mutex::new(Shared::default());
     let (job_tx, job_rx) = bounded::<FileJob>(1024);
+    let (sealed_tx, sealed_rx) = bounded::<Sealed>(2);
     let (piece_tx, piece_rx) = bounded::<Piece>(8);
     let mut report = RestoreReport {
         snapshot: record.id.clone(),
@@ -631,7 +689,8 @@ pub fn restore(
             let _ = w.walk(&target, &root, sel.as_ref(), Path::new("/"));
             (w.dirs, w.links, w.symlinks, w.unmatched)
         });
-        let fetch = s.spawn(|| fetcher(remote, &keys, job_rx, piece_tx, opts.overwrite, &shared));
+        let fetch = s.spawn(|| fetcher(remote, &keys, job_rx, sealed_tx, opts.overwrite, &shared));
+        s.spawn(|| opener(&keys, sealed_rx, piece_tx));
         let mut current: Option<FileWriter> = None;
         let mut done = |fw: FileWriter, report: &mut RestoreReport, live: &mut RestoreProgress| {
             let (job, res) = fw.finish();
