@@ -420,7 +420,9 @@ fn fetcher(
             return Ok(true);
         }
         let sealed = download(remote, ids)?;
-        Ok(out.send(Sealed::Whole(std::mem::take(batch), sealed)).is_ok())
+        Ok(out
+            .send(Sealed::Whole(std::mem::take(batch), sealed))
+            .is_ok())
     };
     for job in jobs {
         if fs::symlink_metadata(&job.path).is_ok() {
@@ -467,7 +469,10 @@ fn fetcher(
             return Ok(());
         }
         for window in ids.chunks(BIG_WINDOW) {
-            if out.send(Sealed::Window(download(remote, window.to_vec())?)).is_err() {
+            if out
+                .send(Sealed::Window(download(remote, window.to_vec())?))
+                .is_err()
+            {
                 return Ok(());
             }
         }

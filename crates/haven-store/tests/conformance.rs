@@ -272,6 +272,21 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         .await
         .expect("commit");
     assert_eq!(s2.blobs, 4, "2, 3, 4 and the snapshot blob");
+    let ids = |ns: &[u8]| ns.iter().map(|&n| BlobId([n; 32])).collect::<Vec<_>>();
+    assert_eq!(
+        m.snapshot_refs(a, "s2").await.expect("refs"),
+        ids(&[2, 3, 4, 200]),
+        "the parent's set, less the removed, plus the added, in id order"
+    );
+    assert_eq!(
+        m.snapshot_refs(a, "s1").await.expect("refs"),
+        ids(&[1, 2, 3, 200])
+    );
+    assert!(m.snapshot_refs(a, "none").await.expect("refs").is_empty());
+    assert!(
+        m.snapshot_refs(b, "s2").await.expect("refs").is_empty(),
+        "another account's snapshot has no references for b"
+    );
     assert!(
         matches!(
             m.snapshot_commit(&snap(b, db.id, "s3", Some("s1"), &[], &[]))
