@@ -407,6 +407,8 @@ fn run(
     let mut scanner = Scanner::new(keys, remote, cache, excluder, categorizer);
     scanner.virtual_dir(Path::new("/"), &sel, parent_root.as_ref().map(|(t, _)| t));
     let scan = scanner.scan;
+    let phase = |what: &str| tracing::debug!(ms = started.elapsed().as_millis() as u64, "{what}");
+    phase("scanned");
     // A server without categories (older than this client): all are on.
     let switches = match remote.report_scan(&scan.report(categorizer)) {
         Err(e) if e.code() == ErrorCode::NotFound => Vec::new(),
@@ -520,6 +522,7 @@ fn run(
         walked.map(|w| (w, a))
     });
     let (snapshot_blob, mut a) = outcome?;
+    phase("walked and uploaded");
     if let Some(e) = pipe.failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
     }
@@ -542,6 +545,7 @@ fn run(
     let record = a
         .committer
         .commit(snapshot_blob, &refs, files, bytes, false)?;
+    phase("committed");
     // What is backed up now is no longer new: the next backup's estimate
     // shrinks to what was left out.
     let mut after = scan.report(categorizer);
