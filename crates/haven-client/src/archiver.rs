@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -364,10 +364,10 @@ impl<'a> Archiver<'a> {
         known: Option<BlobId>,
         me: Node,
     ) -> Result<TreeId> {
-        let mut entries: Vec<(Vec<u8>, PathBuf)> = match fs::read_dir(path) {
+        let mut entries: Vec<(Vec<u8>, fs::DirEntry)> = match fs::read_dir(path) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
-                .map(|e| (e.file_name().as_bytes().to_vec(), e.path()))
+                .map(|e| (e.file_name().as_bytes().to_vec(), e))
                 .collect(),
             Err(e) => {
                 self.warn(format!(
@@ -377,17 +377,20 @@ impl<'a> Archiver<'a> {
                 Vec::new()
             }
         };
-        entries.sort();
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         self.frames.push(Frame {
             node: Some(me),
             nodes: Vec::with_capacity(entries.len()),
             known,
         });
-        for (name, p) in entries {
+        for (name, e) in entries {
+            let p = e.path();
             if self.excluder.excluded(&p, OsStr::from_bytes(&name)) {
                 continue;
             }
-            let meta = match fs::symlink_metadata(&p) {
+            // Relative to the open directory (fstatat), not resolved again
+            // from `/` as a full path would be.
+            let meta = match e.metadata() {
                 Ok(m) => m,
                 Err(e) => {
                     self.warn(format!("cannot read {}: {e}; skipped", p.display()));

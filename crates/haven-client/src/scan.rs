@@ -148,7 +148,9 @@ impl<'a> Scanner<'a> {
             if self.excluder.excluded(&p, &name) {
                 continue;
             }
-            let Ok(meta) = fs::symlink_metadata(&p) else {
+            // Relative to the open directory (fstatat), not resolved
+            // again from `/` as a full path would be.
+            let Ok(meta) = e.metadata() else {
                 continue;
             };
             entries += 1;
