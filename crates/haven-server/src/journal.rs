@@ -201,12 +201,39 @@ fn bytes_ids(b: &[u8]) -> Vec<BlobId> {
         .collect()
 }
 
-/// A delta's bytes: how `set` differs from `base`.
-fn encode_delta(base: &BTreeSet<BlobId>, set: &BTreeSet<BlobId>) -> Vec<u8> {
-    let removed: Vec<&BlobId> = base.difference(set).collect();
+/// The ids only in `a` and the ids only in `b`, both sorted and without
+/// repeats (as `snapshot_refs` returns them), in one merge pass.
+fn differences<'a>(a: &'a [BlobId], b: &'a [BlobId]) -> (Vec<&'a BlobId>, Vec<&'a BlobId>) {
+    let (mut only_a, mut only_b) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                only_a.push(&a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                only_b.push(&b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    only_a.extend(&a[i..]);
+    only_b.extend(&b[j..]);
+    (only_a, only_b)
+}
+
+/// A delta's bytes: how `set` differs from `base` (both sorted, without
+/// repeats).
+fn encode_delta(base: &[BlobId], set: &[BlobId]) -> Vec<u8> {
+    let (removed, added) = differences(base, set);
     let mut out = (removed.len() as u32).to_le_bytes().to_vec();
     out.extend(ids_bytes(removed.into_iter()));
-    out.extend(ids_bytes(set.difference(base)));
+    out.extend(ids_bytes(added.into_iter()));
     out
 }
 
@@ -268,35 +295,31 @@ pub async fn snapshot_before_commit(
     state: &SharedState,
     new: &NewSnapshot,
 ) -> Result<(), StoreError> {
-    let parent_set: BTreeSet<BlobId> = match &new.parent {
-        Some(p) => state
-            .meta
-            .snapshot_refs(new.account_id, p)
-            .await?
-            .into_iter()
-            .collect(),
-        None => BTreeSet::new(),
+    // Sorted vectors, not sets: 200,000 references are merged in one pass.
+    let parent_set: Vec<BlobId> = match &new.parent {
+        Some(p) => state.meta.snapshot_refs(new.account_id, p).await?,
+        None => Vec::new(),
     };
-    let mut refs = parent_set.clone();
-    for r in &new.removed {
-        refs.remove(r);
-    }
+    let mut removed = new.removed.clone();
+    removed.sort_unstable();
+    let mut refs: Vec<BlobId> = parent_set
+        .iter()
+        .filter(|r| removed.binary_search(r).is_err())
+        .copied()
+        .collect();
     refs.extend(new.added.iter().copied());
-    refs.insert(new.snapshot_blob);
+    refs.push(new.snapshot_blob);
+    refs.sort_unstable();
+    refs.dedup();
     let a = new.account_id;
     let mut copy = None;
     if let Some(parent) = &new.parent
         && let Some(base) = base_for(state, a, parent).await?
     {
-        let base_set: BTreeSet<BlobId> = if &base == parent {
+        let base_set: Vec<BlobId> = if &base == parent {
             parent_set
         } else {
-            state
-                .meta
-                .snapshot_refs(a, &base)
-                .await?
-                .into_iter()
-                .collect()
+            state.meta.snapshot_refs(a, &base).await?
         };
         let delta = encode_delta(&base_set, &refs);
         if delta.len() * 2 <= refs.len() * 32 {
@@ -373,22 +396,12 @@ async fn rebase_dependents(
         Some((row, _)) if row.complete => Some(row.id.clone()),
         _ => None,
     };
-    let base_set: BTreeSet<BlobId> = match &new_base {
-        Some(b) => state
-            .meta
-            .snapshot_refs(account_id, b)
-            .await?
-            .into_iter()
-            .collect(),
-        None => BTreeSet::new(),
+    let base_set: Vec<BlobId> = match &new_base {
+        Some(b) => state.meta.snapshot_refs(account_id, b).await?,
+        None => Vec::new(),
     };
     for (row, old_key) in alive.iter().rev() {
-        let refs: BTreeSet<BlobId> = state
-            .meta
-            .snapshot_refs(account_id, &row.id)
-            .await?
-            .into_iter()
-            .collect();
+        let refs = state.meta.snapshot_refs(account_id, &row.id).await?;
         let delta = encode_delta(&base_set, &refs);
         let (key, bytes) = match &new_base {
             Some(b) if *b != row.id && delta.len() * 2 <= refs.len() * 32 => {
@@ -709,7 +722,7 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
 mod tests {
     use super::*;
 
-    fn ids(ns: &[u8]) -> BTreeSet<BlobId> {
+    fn ids(ns: &[u8]) -> Vec<BlobId> {
         ns.iter().map(|&n| BlobId([n; 32])).collect()
     }
 
@@ -720,13 +733,13 @@ mod tests {
         let delta = encode_delta(&base, &set);
         // 2 removed, 3 added: a count and five ids.
         assert_eq!(delta.len(), 4 + 5 * 32);
-        let back = apply_delta("k", base.into_iter().collect(), &delta).expect("a valid delta");
-        assert_eq!(back, set.into_iter().collect::<Vec<_>>());
+        let back = apply_delta("k", base, &delta).expect("a valid delta");
+        assert_eq!(back, set);
     }
 
     #[test]
     fn a_malformed_delta_is_an_error_not_a_panic() {
-        let base: Vec<BlobId> = ids(&[1]).into_iter().collect();
+        let base = ids(&[1]);
         for bad in [
             vec![],
             vec![1, 0, 0],

@@ -754,22 +754,21 @@ impl MetaStore for SqliteMeta {
         }
         refs_insert(&mut tx, a, &new.id, &new.added).await?;
         refs_insert(&mut tx, a, &new.id, &[new.snapshot_blob]).await?;
-        // Invariant 1: nothing is visible unless all it references is stored.
-        let missing: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT r.blob_id FROM snapshot_refs r LEFT JOIN blobs b \
-             ON b.account_id = r.account_id AND b.id = r.blob_id \
-             WHERE r.account_id = ? AND r.snapshot_id = ? AND b.id IS NULL LIMIT 1000",
-        )
-        .bind(a)
-        .bind(&new.id)
-        .fetch_all(&mut *tx)
-        .await?;
+        // Invariant 1: nothing is visible unless all it references is
+        // stored. What came from the parent is: the parent holds it, so GC
+        // kept it, and this transaction found the parent. Only the added
+        // references are looked up, so a commit costs what changed, not the
+        // size of the tree.
+        let mut added = new.added.clone();
+        added.push(new.snapshot_blob);
+        let present = blob_states(&mut tx, a, &added).await?;
+        let missing: Vec<BlobId> = added
+            .into_iter()
+            .filter(|id| !present.contains_key(id))
+            .take(1000)
+            .collect();
         if !missing.is_empty() {
-            let ids = missing
-                .iter()
-                .map(|m| blob_id(m))
-                .collect::<Result<Vec<_>, _>>()?;
-            return Err(StoreError::BlobsMissing(ids));
+            return Err(StoreError::BlobsMissing(missing));
         }
         let count: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ?",

@@ -265,6 +265,9 @@ async fn commit_locked(
     new: &NewSnapshot,
 ) -> ApiResult<Result<SnapshotRow, StoreError>> {
     let _lock = state.snapshot_lock.lock().await;
+    let started = std::time::Instant::now();
+    let phase =
+        |what: &str| tracing::debug!(ms = started.elapsed().as_millis() as u64, "commit: {what}");
     let replaced: Vec<String> = state
         .meta
         .snapshots(caller.account_id, Some(caller.device_id))
@@ -278,10 +281,13 @@ async fn commit_locked(
         .snapshot(caller.account_id, &new.id)
         .await?
         .is_some();
+    phase("listed");
     if !retry {
         crate::journal::snapshot_before_commit(state, new).await?;
     }
+    phase("copy written");
     let result = state.meta.snapshot_commit(new).await;
+    phase("committed");
     match &result {
         Ok(_) => {
             for id in &replaced {
