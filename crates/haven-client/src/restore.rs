@@ -676,7 +676,7 @@ pub fn restore(
     // Files written by this restore that other paths may hard-link to.
     let mut link_targets: HashSet<PathBuf> = HashSet::new();
 
-    let (walker_out, fetch_out) = std::thread::scope(|s| {
+    let (walker_out, fetch_out, open_out) = std::thread::scope(|s| {
         let walker = s.spawn(|| {
             let mut w = Walker {
                 keys: &keys,
@@ -695,7 +695,7 @@ pub fn restore(
             (w.dirs, w.links, w.symlinks, w.unmatched)
         });
         let fetch = s.spawn(|| fetcher(remote, &keys, job_rx, sealed_tx, opts.overwrite, &shared));
-        s.spawn(|| opener(&keys, sealed_rx, piece_tx));
+        let open = s.spawn(|| opener(&keys, sealed_rx, piece_tx));
         let mut current: Option<FileWriter> = None;
         let mut done = |fw: FileWriter, report: &mut RestoreReport, live: &mut RestoreProgress| {
             let (job, res) = fw.finish();
@@ -760,12 +760,18 @@ pub fn restore(
             }
         }
         progress(&live);
-        (walker.join(), fetch.join())
+        (walker.join(), fetch.join(), open.join())
     });
     let (dirs, links, symlinks, unmatched) = walker_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore walker crashed."))?;
     fetch_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore download crashed."))??;
+    open_out.map_err(|_| {
+        ClientError::new(
+            ErrorCode::Internal,
+            "The restore's decryption thread crashed.",
+        )
+    })?;
     if let Some(e) = fatal {
         return Err(e);
     }
