@@ -363,30 +363,27 @@ fn open_chunks(keys: &Keys, sealed: Vec<(BlobId, Option<Vec<u8>>)>) -> Vec<Optio
 /// Turns downloaded chunks into verified pieces for the writer.
 fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
     for unit in rx {
-        let piece = match unit {
+        let pieces: Vec<Piece> = match unit {
             Sealed::Whole(jobs, sealed) => {
                 let mut chunks = open_chunks(keys, sealed).into_iter();
-                for job in jobs {
-                    let mine = chunks.by_ref().take(job.node.content.len()).collect();
-                    if out.send(Piece::Whole(job, mine)).is_err() {
-                        return;
-                    }
-                }
-                continue;
+                jobs.into_iter()
+                    .map(|job| {
+                        let mine = chunks.by_ref().take(job.node.content.len()).collect();
+                        Piece::Whole(job, mine)
+                    })
+                    .collect()
             }
-            Sealed::Start(job) => Piece::Start(job),
-            Sealed::Window(sealed) => {
-                for c in open_chunks(keys, sealed) {
-                    if out.send(Piece::Chunk(c)).is_err() {
-                        return;
-                    }
-                }
-                continue;
-            }
-            Sealed::End => Piece::End,
+            Sealed::Start(job) => vec![Piece::Start(job)],
+            Sealed::Window(sealed) => open_chunks(keys, sealed)
+                .into_iter()
+                .map(Piece::Chunk)
+                .collect(),
+            Sealed::End => vec![Piece::End],
         };
-        if out.send(piece).is_err() {
-            return;
+        for piece in pieces {
+            if out.send(piece).is_err() {
+                return;
+            }
         }
     }
 }

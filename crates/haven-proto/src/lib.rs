@@ -9,7 +9,6 @@ use haven_format::{BlobId, PackId};
 
 mod error;
 pub mod fault;
-pub mod heap;
 pub mod units;
 pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 

@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod console;
 pub mod error;
+pub mod heap;
 pub mod integrity;
 pub mod journal;
 pub mod retention;

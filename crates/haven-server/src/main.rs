@@ -308,7 +308,7 @@ impl std::error::Error for Exit {}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    haven_proto::heap::return_large_frees();
+    haven_server::heap::return_large_frees();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HAVEN_LOG")

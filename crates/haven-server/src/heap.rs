@@ -8,7 +8,7 @@
 //! dataset) although its live data did not. A fixed threshold keeps pack
 //! buffers in their own mappings: 62 MB peak for the same three backups.
 //!
-//! The server only: with a 1 MiB threshold the client (whose chunks run up
+//! The server only (so it lives here, not in a shared crate): with a 1 MiB threshold the client (whose chunks run up
 //! to 4 MiB) spent 1.5 s more system time on page faults in a 1.5 GB
 //! backup, and its memory was well within bounds anyway.
 
