@@ -28,7 +28,7 @@ use haven_format::TreeId;
 use haven_format::blob::{self, BlobKind};
 use haven_format::keys::Keys;
 use haven_format::snapshot::Snapshot;
-use haven_format::tree::Timestamp;
+use haven_format::tree::{Timestamp, Tree};
 use haven_proto::{CategoryStat, CommitRequest, ErrorCode, SessionResponse, SnapshotRecord};
 use serde::Serialize;
 use serde_bytes::ByteBuf;
@@ -38,7 +38,7 @@ use crate::cache::{Cache, diff_sorted};
 use crate::categories::{Categorizer, CategoryRule};
 use crate::pipeline::{Item, Pipe, packer, seal_worker, uploader};
 use crate::profile::{ConfigDir, Profile};
-use crate::scan::Scanner;
+use crate::scan::{Scan, Scanner};
 use crate::selection::{Excluder, PathTree};
 use crate::space::{self, Filter};
 use crate::{ClientError, Remote, Result, VERSION};
@@ -403,14 +403,27 @@ fn run(
     };
 
     // Plan before uploading anything: what is new per category, what is
-    // switched off, what fits in the quota.
-    let mut scanner = Scanner::new(keys, remote, cache, excluder, categorizer);
-    scanner.virtual_dir(Path::new("/"), &sel, parent_root.as_ref().map(|(t, _)| t));
-    let scan = scanner.scan;
+    // switched off, what fits in the quota. Without a quota the scan
+    // decides nothing (every category that is switched on goes in), so it
+    // runs beside the backup and only feeds the progress totals and the
+    // figures the server shows.
     let phase = |what: &str| tracing::debug!(ms = started.elapsed().as_millis() as u64, "{what}");
-    phase("scanned");
+    let beside = session.quota.is_none() && session.available.is_none();
+    let scan_tree = |parent: Option<&Tree>| {
+        let mut scanner = Scanner::new(keys, remote, cache, excluder, categorizer);
+        scanner.virtual_dir(Path::new("/"), &sel, parent);
+        phase("scanned");
+        scanner.scan
+    };
+    let (scan, switches) = if beside {
+        (Scan::empty(categorizer), remote.switches())
+    } else {
+        let scan = scan_tree(parent_root.as_ref().map(|(t, _)| t));
+        let switches = remote.report_scan(&scan.report(categorizer));
+        (scan, switches)
+    };
     // A server without categories (older than this client): all are on.
-    let switches = match remote.report_scan(&scan.report(categorizer)) {
+    let switches = match switches {
         Err(e) if e.code() == ErrorCode::NotFound => Vec::new(),
         other => other?,
     };
@@ -469,13 +482,21 @@ fn run(
         categories: Vec::new(),
     };
     let counters = Counters::default();
-    for (t, f) in scan.categories.iter().zip(&plan.filter) {
-        if *f == Filter::Include {
-            counters.total_files.fetch_add(t.files, Ordering::Relaxed);
-            counters.total_bytes.fetch_add(t.bytes, Ordering::Relaxed);
+    let totals = |scan: &Scan| {
+        for (t, f) in scan.categories.iter().zip(&plan.filter) {
+            if *f == Filter::Include {
+                counters.total_files.fetch_add(t.files, Ordering::Relaxed);
+                counters.total_bytes.fetch_add(t.bytes, Ordering::Relaxed);
+            }
         }
+        counters.scan_done.store(true, Ordering::Relaxed);
+    };
+    if !beside {
+        totals(&scan);
     }
-    counters.scan_done.store(true, Ordering::Relaxed);
+    let scan_parent = beside
+        .then(|| parent_root.as_ref().map(|(t, _)| t.clone()))
+        .flatten();
     let pipe = Pipe::default();
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -493,6 +514,16 @@ fn run(
         let (pack_tx, pack_rx) = bounded(1);
         let packer_handle = s.spawn(move || packer(sealed_rx, pack_tx, pipe_ref));
         let uploader_handle = s.spawn(move || uploader(remote, pack_rx, pipe_ref));
+        let scanner_handle = beside.then(|| {
+            s.spawn(|| {
+                let scan = scan_tree(scan_parent.as_ref());
+                totals(&scan);
+                if let Err(e) = remote.report_scan(&scan.report(categorizer)) {
+                    tracing::warn!("cannot send the category figures to the server: {e}");
+                }
+                scan
+            })
+        });
 
         let mut a = Archiver::new(
             keys, remote, cache, excluder, &counters, progress, &pipe, work_tx, committer, warnings,
@@ -519,9 +550,13 @@ fn run(
             ));
         }
         a.report_progress(true);
-        walked.map(|w| (w, a))
+        // Figures only: a scan that crashed leaves them at zero.
+        let scanned = scanner_handle.and_then(|h| h.join().ok());
+        walked.map(|w| (w, a, scanned))
     });
-    let (snapshot_blob, mut a) = outcome?;
+    let (snapshot_blob, mut a, scanned) = outcome?;
+    let figures = !beside || scanned.is_some();
+    let scan = scanned.unwrap_or(scan);
     phase("walked and uploaded");
     if let Some(e) = pipe.failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(e);
@@ -554,7 +589,7 @@ fn run(
             r.new_bytes = 0;
         }
     }
-    if let Err(e) = remote.report_scan(&after) {
+    if figures && let Err(e) = remote.report_scan(&after) {
         tracing::warn!("cannot update the category figures on the server: {e}");
     }
     Ok(BackupReport {

@@ -525,6 +525,10 @@ impl Remote for HttpRemote {
         )
     }
 
+    fn switches(&self) -> Result<Vec<CategoryInfo>> {
+        self.categories(None)
+    }
+
     fn record_attempt(&self, attempt: &Attempt) -> Result<()> {
         self.send(
             Method::POST,

@@ -40,6 +40,8 @@ pub trait Remote: Send + Sync {
     fn snapshot_damaged(&self, id: &str) -> Result<Vec<haven_format::BlobId>>;
     /// Records this device's scan; returns its categories and switches.
     fn report_scan(&self, scan: &[CategoryScan]) -> Result<Vec<CategoryInfo>>;
+    /// This device's categories and switches, as last reported.
+    fn switches(&self) -> Result<Vec<CategoryInfo>>;
     /// Records a backup attempt in the device's history.
     fn record_attempt(&self, attempt: &Attempt) -> Result<()>;
     /// The server's plans.

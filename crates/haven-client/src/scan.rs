@@ -57,6 +57,14 @@ pub struct Scan {
 }
 
 impl Scan {
+    /// No files yet, in `c`'s categories.
+    pub fn empty(c: &Categorizer) -> Scan {
+        Scan {
+            categories: vec![CategoryTotals::default(); c.names().len()],
+            dirty_entries: 0,
+        }
+    }
+
     /// Upper bound of the metadata (trees, snapshot) a backup stores.
     pub fn metadata_need(&self) -> u64 {
         (64 << 10) + self.dirty_entries * ENTRY_BYTES
@@ -101,10 +109,7 @@ impl<'a> Scanner<'a> {
             cache,
             excluder,
             categorizer,
-            scan: Scan {
-                categories: vec![CategoryTotals::default(); categorizer.names().len()],
-                dirty_entries: 0,
-            },
+            scan: Scan::empty(categorizer),
         }
     }
 
