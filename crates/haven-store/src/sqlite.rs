@@ -129,13 +129,15 @@ async fn blob_states(
     Ok(out)
 }
 
-/// Adds `ids` to a snapshot's references (present ones are kept).
+/// Adds `ids` to a snapshot's references (present ones are kept);
+/// returns how many were new.
 async fn refs_insert(
     conn: &mut sqlx::SqliteConnection,
     account_id: i64,
     snapshot: &str,
     ids: &[BlobId],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
+    let mut inserted = 0;
     for part in ids.chunks(BATCH) {
         let sql = format!(
             "INSERT OR IGNORE INTO snapshot_refs (account_id, snapshot_id, blob_id) VALUES {}",
@@ -145,9 +147,9 @@ async fn refs_insert(
         for id in part {
             q = q.bind(account_id).bind(snapshot).bind(&id.0[..]);
         }
-        q.execute(&mut *conn).await?;
+        inserted += q.execute(&mut *conn).await?.rows_affected();
     }
-    Ok(())
+    Ok(inserted)
 }
 
 async fn used_in(conn: &mut sqlx::SqliteConnection, account_id: i64) -> Result<u64, StoreError> {
@@ -675,31 +677,37 @@ impl MetaStore for SqliteMeta {
         account_id: i64,
         ids: &[BlobId],
     ) -> Result<Vec<Option<BlobLocation>>, StoreError> {
+        // One query per few hundred ids: a restore asks for tens of
+        // thousands, and each query is a round trip to sqlx's worker thread
+        // plus a lock of the database file.
         let mut conn = self.pool.acquire().await?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let r = sqlx::query(
-                "SELECT p.object_key, b.offset, b.length, b.hash FROM blobs b \
+        let mut found = std::collections::HashMap::with_capacity(ids.len());
+        for part in ids.chunks(BATCH) {
+            let sql = format!(
+                "SELECT b.id, p.object_key, b.offset, b.length, b.hash FROM blobs b \
                  JOIN packs p ON p.account_id = b.account_id AND p.id = b.pack_id \
-                 WHERE b.account_id = ? AND b.id = ?",
-            )
-            .bind(account_id)
-            .bind(&id.0[..])
-            .fetch_optional(&mut *conn)
-            .await?;
-            out.push(
-                r.map(|r| -> Result<BlobLocation, StoreError> {
-                    Ok(BlobLocation {
+                 WHERE b.account_id = ? AND b.id IN ({})",
+                marks(part.len())
+            );
+            let mut q = sqlx::query(&sql).bind(account_id);
+            for id in part {
+                q = q.bind(&id.0[..]);
+            }
+            for r in q.fetch_all(&mut *conn).await? {
+                let id: Vec<u8> = r.try_get("id")?;
+                found.insert(
+                    blob_id(&id)?,
+                    BlobLocation {
                         object_key: r.try_get("object_key")?,
                         offset: r.try_get::<i64, _>("offset")? as u64,
                         length: r.try_get::<i64, _>("length")? as u32,
                         hash: r.try_get("hash")?,
-                    })
-                })
-                .transpose()?,
-            );
+                    },
+                );
+            }
         }
-        Ok(out)
+        // In request order; an id asked for twice is answered twice.
+        Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
     }
 
     async fn snapshot_commit(&self, new: &NewSnapshot) -> Result<SnapshotRow, StoreError> {
@@ -720,6 +728,8 @@ impl MetaStore for SqliteMeta {
             // A retried commit whose first answer was lost.
             return snapshot_row(&r);
         }
+        // The new snapshot's references, counted as they are written.
+        let mut count = 0u64;
         if let Some(parent) = &new.parent {
             let found: Option<i64> =
                 sqlx::query_scalar("SELECT 1 FROM snapshots WHERE account_id = ? AND id = ?")
@@ -731,7 +741,7 @@ impl MetaStore for SqliteMeta {
                 // The parent was deleted meanwhile: the client resends the whole set.
                 return Err(StoreError::NotFound);
             }
-            sqlx::query(
+            count += sqlx::query(
                 "INSERT INTO snapshot_refs (account_id, snapshot_id, blob_id) \
                  SELECT account_id, ?, blob_id FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ?",
             )
@@ -739,7 +749,8 @@ impl MetaStore for SqliteMeta {
             .bind(a)
             .bind(parent)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
             for part in new.removed.chunks(BATCH) {
                 let sql = format!(
                     "DELETE FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ? AND blob_id IN ({})",
@@ -749,11 +760,11 @@ impl MetaStore for SqliteMeta {
                 for id in part {
                     q = q.bind(&id.0[..]);
                 }
-                q.execute(&mut *tx).await?;
+                count = count.saturating_sub(q.execute(&mut *tx).await?.rows_affected());
             }
         }
-        refs_insert(&mut tx, a, &new.id, &new.added).await?;
-        refs_insert(&mut tx, a, &new.id, &[new.snapshot_blob]).await?;
+        count += refs_insert(&mut tx, a, &new.id, &new.added).await?;
+        count += refs_insert(&mut tx, a, &new.id, &[new.snapshot_blob]).await?;
         // Invariant 1: nothing is visible unless all it references is
         // stored. What came from the parent is: the parent holds it, so GC
         // kept it, and this transaction found the parent. Only the added
@@ -770,13 +781,6 @@ impl MetaStore for SqliteMeta {
         if !missing.is_empty() {
             return Err(StoreError::BlobsMissing(missing));
         }
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM snapshot_refs WHERE account_id = ? AND snapshot_id = ?",
-        )
-        .bind(a)
-        .bind(&new.id)
-        .fetch_one(&mut *tx)
-        .await?;
         {
             // A snapshot supersedes the device's earlier checkpoints (of this
             // run or of runs that never finished): each holds everything the
@@ -820,7 +824,7 @@ impl MetaStore for SqliteMeta {
         .bind(&new.snapshot_blob.0[..])
         .bind(&new.parent)
         .bind(&new.client_version)
-        .bind(count)
+        .bind(count as i64)
         .bind(now_secs())
         .bind(new.complete)
         .bind(&new.session)
