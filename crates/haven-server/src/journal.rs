@@ -342,11 +342,13 @@ pub async fn snapshot_before_commit(
         categories: new.categories.clone(),
         session: new.session.clone(),
     };
-    state.objects.put(&copy.0, copy.1).await?;
-    state
-        .objects
-        .put(&snapshot_keys(a, &new.id).0, json(&doc))
-        .await
+    // Two independent writes: their fsyncs overlap.
+    let doc_key = snapshot_keys(a, &new.id).0;
+    tokio::try_join!(
+        state.objects.put(&copy.0, copy.1),
+        state.objects.put(&doc_key, json(&doc))
+    )
+    .map(|_| ())
 }
 
 /// Removes a snapshot's copy (after it was refused or replaced, or before
