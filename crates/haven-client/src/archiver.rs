@@ -39,7 +39,7 @@ use crate::{ClientError, Remote, Result};
 /// Pending "missing?" queries are sent when this many blobs…
 const QUERY_BATCH: usize = 512;
 /// …or this many plaintext bytes wait.
-const QUERY_BYTES: usize = 8 << 20;
+const QUERY_BYTES: usize = 4 << 20;
 
 /// When to commit a checkpoint.
 pub struct CheckpointPolicy {
@@ -81,7 +81,8 @@ pub struct Archiver<'a> {
     pub counters: &'a Counters,
     pub progress: &'a dyn Fn(&Progress),
     pub pipe: &'a Pipe,
-    pub work: Option<Sender<Item>>,
+    /// Batches for the deduper (closed when the walk is done).
+    pub work: Option<Sender<Vec<Item>>>,
     pub committer: Committer<'a>,
     pub policy: CheckpointPolicy,
     pub uploaded_at_start: u64,
@@ -93,7 +94,8 @@ pub struct Archiver<'a> {
     pub refs: HashSet<BlobId>,
     pub pending: Vec<Item>,
     pub pending_bytes: usize,
-    pub queued: u64,
+    /// Batches handed to the deduper.
+    pub batches: u64,
     pub dirs: u64,
     pub files_read: u64,
     pub warnings: Vec<String>,
@@ -121,7 +123,7 @@ impl<'a> Archiver<'a> {
         counters: &'a Counters,
         progress: &'a dyn Fn(&Progress),
         pipe: &'a Pipe,
-        work: Sender<Item>,
+        work: Sender<Vec<Item>>,
         committer: Committer<'a>,
         warnings: Vec<String>,
     ) -> Self {
@@ -146,7 +148,7 @@ impl<'a> Archiver<'a> {
             refs: HashSet::new(),
             pending: Vec::new(),
             pending_bytes: 0,
-            queued: 0,
+            batches: 0,
             dirs: 0,
             files_read: 0,
             warnings,
@@ -223,17 +225,11 @@ impl<'a> Archiver<'a> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let ids: Vec<BlobId> = self.pending.iter().map(|i| i.id).collect();
-        let missing: HashSet<BlobId> = self.remote.missing(&ids)?.into_iter().collect();
         let work = self.work.as_ref().ok_or_else(|| self.pipe.failure())?;
-        for item in self.pending.drain(..) {
-            if missing.contains(&item.id) {
-                if work.send(item).is_err() {
-                    return Err(self.pipe.failure());
-                }
-                self.queued += 1;
-            }
+        if work.send(std::mem::take(&mut self.pending)).is_err() {
+            return Err(self.pipe.failure());
         }
+        self.batches += 1;
         self.pending_bytes = 0;
         Ok(())
     }
@@ -246,7 +242,11 @@ impl<'a> Archiver<'a> {
             if self.pipe.failed() {
                 break Err(self.pipe.failure());
             }
-            if self.pipe.uploaded.load(Ordering::SeqCst) >= self.queued {
+            // The deduper counts a batch's items before it counts the batch.
+            if self.pipe.batches.load(Ordering::SeqCst) >= self.batches
+                && self.pipe.uploaded.load(Ordering::SeqCst)
+                    >= self.pipe.queued.load(Ordering::SeqCst)
+            {
                 break Ok(());
             }
             std::thread::sleep(Duration::from_millis(5));

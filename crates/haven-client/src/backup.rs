@@ -36,7 +36,7 @@ use serde_bytes::ByteBuf;
 use crate::archiver::Archiver;
 use crate::cache::{Cache, diff_sorted};
 use crate::categories::{Categorizer, CategoryRule};
-use crate::pipeline::{Item, Pipe, packer, seal_worker, uploader};
+use crate::pipeline::{Item, Pipe, deduper, packer, seal_worker, uploader};
 use crate::profile::{ConfigDir, Profile};
 use crate::scan::{Scan, Scanner};
 use crate::selection::{Excluder, PathTree};
@@ -501,6 +501,8 @@ fn run(
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
+    // One batch waits while the deduper asks about the one before.
+    let (batch_tx, batch_rx) = bounded::<Vec<Item>>(1);
     let (work_tx, work_rx) = bounded::<Item>(workers * 4);
     let (sealed_tx, sealed_rx) = bounded::<Item>(workers * 4);
 
@@ -510,6 +512,8 @@ fn run(
             s.spawn(move || seal_worker(keys, opts.compression_level, rx, tx, pipe));
         }
         drop((work_rx, sealed_tx));
+        let pipe_ref = &pipe;
+        s.spawn(move || deduper(remote, batch_rx, work_tx, pipe_ref));
         let pipe_ref = &pipe;
         let (pack_tx, pack_rx) = bounded(1);
         let packer_handle = s.spawn(move || packer(sealed_rx, pack_tx, pipe_ref));
@@ -526,7 +530,8 @@ fn run(
         });
 
         let mut a = Archiver::new(
-            keys, remote, cache, excluder, &counters, progress, &pipe, work_tx, committer, warnings,
+            keys, remote, cache, excluder, &counters, progress, &pipe, batch_tx, committer,
+            warnings,
         );
         a.categories = Some((categorizer, plan.filter.clone()));
         a.damaged = session.damaged.iter().copied().collect();

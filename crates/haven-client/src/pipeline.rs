@@ -1,8 +1,8 @@
 //! The upload half of the backup pipeline: seal workers and the packer.
 //!
 //! ```text
-//! archiver ──(bounded)──▶ seal workers ×N: compress + encrypt ──(bounded)──▶ packer: 16 MiB packs
-//!     ──(one waiting pack)──▶ uploader
+//! archiver ──(batches)──▶ deduper: "missing?" ──(bounded)──▶ seal workers ×N: compress + encrypt
+//!     ──(bounded)──▶ packer: 16 MiB packs ──(one waiting pack)──▶ uploader
 //! ```
 //!
 //! Every channel is bounded, so a slow upload slows reading; the packer
@@ -11,10 +11,13 @@
 //! stops, and the archiver reports the kept failure.
 //!
 //! A checkpoint needs everything queued so far to be stored: the archiver
-//! sets [`Pipe::flush`] and waits until [`Pipe::uploaded`] reaches the
-//! number of items it queued; the packer hands over its partial pack when
-//! its queue runs dry while a flush is requested.
+//! sets [`Pipe::flush`], waits until the deduper has passed on every batch
+//! it sent ([`Pipe::batches`]), then until [`Pipe::uploaded`] reaches the
+//! number of items the deduper passed on ([`Pipe::queued`]); the packer
+//! hands over its partial pack when its queue runs dry while a flush is
+//! requested.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,6 +47,10 @@ pub struct Pipe {
     pub failure: Mutex<Option<ClientError>>,
     /// Items in packs the server acknowledged.
     pub uploaded: AtomicU64,
+    /// Items the deduper passed on to be sealed and uploaded.
+    pub queued: AtomicU64,
+    /// Batches the deduper finished.
+    pub batches: AtomicU64,
     /// Upload the partial pack as soon as the queue is empty.
     pub flush: AtomicBool,
 }
@@ -73,6 +80,29 @@ impl Pipe {
     /// True once a stage failed.
     pub fn failed(&self) -> bool {
         self.failure.lock().map(|f| f.is_some()).unwrap_or(true)
+    }
+}
+
+/// Asks the server which blobs of each batch it lacks and passes those on,
+/// in order. The walk hands batches over and goes on reading instead of
+/// waiting for the answer.
+pub fn deduper(remote: &dyn Remote, rx: Receiver<Vec<Item>>, tx: Sender<Item>, pipe: &Pipe) {
+    for batch in rx {
+        let ids: Vec<BlobId> = batch.iter().map(|i| i.id).collect();
+        let missing: HashSet<BlobId> = match remote.missing(&ids) {
+            Ok(m) => m.into_iter().collect(),
+            Err(e) => {
+                pipe.fail(e);
+                return;
+            }
+        };
+        for item in batch.into_iter().filter(|i| missing.contains(&i.id)) {
+            pipe.queued.fetch_add(1, Ordering::SeqCst);
+            if tx.send(item).is_err() {
+                return;
+            }
+        }
+        pipe.batches.fetch_add(1, Ordering::SeqCst);
     }
 }
 
