@@ -514,7 +514,6 @@ fn run(
         drop((work_rx, sealed_tx));
         let pipe_ref = &pipe;
         s.spawn(move || deduper(remote, batch_rx, work_tx, pipe_ref));
-        let pipe_ref = &pipe;
         let (pack_tx, pack_rx) = bounded(1);
         let packer_handle = s.spawn(move || packer(sealed_rx, pack_tx, pipe_ref));
         let uploader_handle = s.spawn(move || uploader(remote, pack_rx, pipe_ref));

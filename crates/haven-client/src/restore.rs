@@ -189,19 +189,16 @@ impl Walker<'_> {
     /// Makes `path` a real directory we may write into: `Some(true)` if
     /// this restore created it (directly, when its parent is `fresh`).
     fn ensure_dir(&self, path: &Path, fresh: bool) -> Option<bool> {
+        let created =
+            |r: std::io::Result<()>| r.map_err(|e| self.fail(path, e)).ok().map(|()| true);
         if fresh {
-            return private_dir(path)
-                .map_err(|e| self.fail(path, e))
-                .ok()
-                .map(|()| true);
+            return created(private_dir(path));
         }
         match fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => Some(false),
-            Ok(_) if self.overwrite => fs::remove_file(path)
-                .and_then(|_| private_dir(path))
-                .map_err(|e| self.fail(path, e))
-                .ok()
-                .map(|()| true),
+            Ok(_) if self.overwrite => {
+                created(fs::remove_file(path).and_then(|_| private_dir(path)))
+            }
             Ok(m) => {
                 let what = if m.file_type().is_symlink() {
                     "a symlink"
@@ -211,10 +208,7 @@ impl Walker<'_> {
                 self.fail(path, format!("exists and is {what}; left alone with everything below it (use --overwrite to replace it)"));
                 None
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => private_dir(path)
-                .map_err(|e| self.fail(path, e))
-                .ok()
-                .map(|()| true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => created(private_dir(path)),
             Err(e) => {
                 self.fail(path, e);
                 None
