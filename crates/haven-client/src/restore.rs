@@ -4,11 +4,14 @@
 //! walker thread: trees ─ create dirs, symlinks ─▶ file jobs
 //! fetcher thread: batch chunk ids ─ download ─▶ sealed chunks
 //! opener thread: authenticate, decompress, hash (two threads for a large batch) ─▶ pieces
-//! main thread: write files, then hard links, then directory metadata (deepest first)
+//! main thread: hand files to the writers ─▶ writer threads: write files ─▶ results
+//! main thread, at the end: hard links, then directory metadata (deepest first)
 //! ```
 //!
 //! The stages overlap: while one batch is written, the next is opened and
-//! the one after that downloads. Every hand-off is bounded, so memory stays
+//! the one after that downloads. A large file goes to one writer, its
+//! chunks following through a channel of its own, while the other writers
+//! go on with the small files after it. Every hand-off is bounded, so memory stays
 //! a few batches whatever the snapshot's size.
 //!
 //! Invariant 6: nothing is written outside the target. Names are checked
@@ -26,9 +29,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use filetime::FileTime;
 use haven_format::blob::{self, BlobKind};
 use haven_format::keys::Keys;
@@ -112,9 +116,12 @@ enum Sealed {
     End,
 }
 
+/// A small file with all its chunks (`None`: missing or damaged).
+type SmallFile = (FileJob, Vec<Option<Vec<u8>>>);
+
 enum Piece {
-    /// Small files, each with all its chunks (`None`: missing or damaged).
-    Files(Vec<(FileJob, Vec<Option<Vec<u8>>>)>),
+    /// Small files.
+    Files(Vec<SmallFile>),
     /// The start of a large file, its chunks one by one, its end.
     Start(FileJob),
     Chunk(Option<Vec<u8>>),
@@ -615,14 +622,33 @@ impl FileWriter {
     }
 }
 
-/// What writing one small file came to.
+/// What writing one file came to.
 enum Written {
     Done(Box<FileJob>, std::result::Result<u64, String>),
     NotCreated(PathBuf, std::io::Error),
     WriteFailed(PathBuf, std::io::Error),
 }
 
-fn write_whole(job: FileJob, chunks: Vec<Option<Vec<u8>>>) -> Written {
+/// Work for a writer thread.
+enum Task {
+    /// Small files, each with all its chunks.
+    Files(Vec<SmallFile>),
+    /// A large file; its chunks follow through the receiver, which closes
+    /// at the file's end.
+    Large(Box<FileJob>, Receiver<Option<Vec<u8>>>),
+}
+
+/// Writer threads. Creating and writing files is most of a restore's
+/// time, and the kernel's part of it runs on whichever core calls it.
+const WRITERS: usize = 2;
+/// A batch of small files is split into this many tasks, so the writers
+/// share it evenly.
+const BATCH_PARTS: usize = 4;
+/// What creating a file costs, counted in bytes written, when a batch is
+/// split.
+const FILE_COST: u64 = 16 << 10;
+
+fn write_file(job: FileJob, chunks: impl IntoIterator<Item = Option<Vec<u8>>>) -> Written {
     match FileWriter::create(job) {
         Ok(mut fw) => {
             for c in chunks {
@@ -637,42 +663,54 @@ fn write_whole(job: FileJob, chunks: Vec<Option<Vec<u8>>>) -> Written {
     }
 }
 
-/// Writes a batch of small files, in order, over two threads: creating
-/// and writing files is most of a restore's time, and the kernel's part
-/// of it runs on whichever core calls it.
-fn write_files(batch: Vec<(FileJob, Vec<Option<Vec<u8>>>)>) -> Vec<Written> {
-    let write = |part: Vec<(FileJob, Vec<Option<Vec<u8>>>)>| -> Vec<Written> {
-        part.into_iter().map(|(j, c)| write_whole(j, c)).collect()
-    };
-    if batch.len() < 2 {
-        return write(batch);
-    }
-    // Split where half the bytes are.
-    let total: u64 = batch.iter().map(|(j, _)| j.node.size).sum();
-    let mut acc = 0;
-    let at = batch
-        .iter()
-        .position(|(j, _)| {
-            acc += j.node.size;
-            acc * 2 >= total
-        })
-        .map_or(batch.len() / 2, |i| i + 1)
-        .clamp(1, batch.len() - 1);
-    let mut first = batch;
-    let second = first.split_off(at);
-    let paths: Vec<PathBuf> = second.iter().map(|(j, _)| j.path.clone()).collect();
-    std::thread::scope(|s| {
-        let other = s.spawn(|| write(second));
-        let mut out = write(first);
-        match other.join() {
-            Ok(rest) => out.extend(rest),
-            // Only a bug panics in there; its files count as failed.
-            Err(_) => out.extend(paths.into_iter().map(|p| {
-                Written::NotCreated(p, std::io::Error::other("the writer thread crashed"))
-            })),
+/// Splits a batch of small files into about `parts` runs of similar cost.
+fn split_files(batch: Vec<SmallFile>, parts: usize) -> Vec<Vec<SmallFile>> {
+    let cost = |j: &FileJob| j.node.size.saturating_add(FILE_COST);
+    let total: u64 = batch.iter().map(|(j, _)| cost(j)).sum();
+    let share = total / parts as u64 + 1;
+    let mut out = Vec::with_capacity(parts);
+    let mut run = Vec::new();
+    let mut acc = 0u64;
+    for file in batch {
+        acc = acc.saturating_add(cost(&file.0));
+        run.push(file);
+        if acc >= share {
+            out.push(std::mem::take(&mut run));
+            acc = 0;
         }
-        out
-    })
+    }
+    if !run.is_empty() {
+        out.push(run);
+    }
+    out
+}
+
+/// A writer thread: writes files until the tasks end or a full disk
+/// (`halted`) makes going on pointless.
+fn writer(tasks: Receiver<Task>, results: Sender<Written>, halted: &AtomicBool) {
+    let write = |job: FileJob, chunks: &mut dyn Iterator<Item = Option<Vec<u8>>>| {
+        if halted.load(Ordering::Relaxed) {
+            return false;
+        }
+        let w = write_file(job, chunks);
+        if let Written::WriteFailed(_, e) = &w
+            && e.kind() == std::io::ErrorKind::StorageFull
+        {
+            halted.store(true, Ordering::Relaxed);
+        }
+        results.send(w).is_ok()
+    };
+    for task in tasks {
+        let going = match task {
+            Task::Files(files) => files
+                .into_iter()
+                .all(|(job, chunks)| write(job, &mut chunks.into_iter())),
+            Task::Large(job, chunks) => write(*job, &mut chunks.into_iter()),
+        };
+        if !going && !halted.load(Ordering::Relaxed) {
+            return;
+        }
+    }
 }
 
 /// True if `path` already holds exactly the content of `node` (same size
@@ -754,7 +792,9 @@ pub fn restore(
     // Files written by this restore that other paths may hard-link to.
     let mut link_targets: HashSet<PathBuf> = HashSet::new();
 
-    let (walker_out, fetch_out, open_out) = std::thread::scope(|s| {
+    let halted = AtomicBool::new(false);
+
+    let (walker_out, fetch_out, open_out, writers_out) = std::thread::scope(|s| {
         let walker = s.spawn(|| {
             let mut w = Walker {
                 keys: &keys,
@@ -774,61 +814,61 @@ pub fn restore(
         });
         let fetch = s.spawn(|| fetcher(remote, &keys, job_rx, sealed_tx, opts.overwrite, &shared));
         let open = s.spawn(|| opener(&keys, sealed_rx, piece_tx));
-        let mut current: Option<FileWriter> = None;
-        let mut done = |job: FileJob,
-                        res: std::result::Result<u64, String>,
-                        report: &mut RestoreReport,
-                        live: &mut RestoreProgress| {
-            match res {
-                Ok(n) => {
-                    if job.node.nlink > 1 {
-                        link_targets.insert(job.path.clone());
-                    }
-                    report.files += 1;
-                    report.bytes += n;
-                    live.files += 1;
-                    live.bytes += n;
+        let (task_tx, task_rx) = bounded::<Task>(WRITERS);
+        let (written_tx, written_rx) = unbounded::<Written>();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (tasks, results, halted) = (task_rx.clone(), written_tx.clone(), &halted);
+                s.spawn(move || writer(tasks, results, halted))
+            })
+            .collect();
+        // Only the writers hold these now: when they are all gone, sends fail.
+        drop((task_rx, written_tx));
+        let mut take = |w: Written, report: &mut RestoreReport, live: &mut RestoreProgress| match w
+        {
+            Written::Done(job, Ok(n)) => {
+                if job.node.nlink > 1 {
+                    link_targets.insert(job.path);
                 }
-                Err(why) => report.failed.push(format!("{}: {why}", job.path.display())),
+                report.files += 1;
+                report.bytes += n;
+                live.files += 1;
+                live.bytes += n;
             }
+            Written::Done(job, Err(why)) => {
+                report.failed.push(format!("{}: {why}", job.path.display()))
+            }
+            Written::NotCreated(path, e) => report.failed.push(format!("{}: {e}", path.display())),
+            Written::WriteFailed(path, e) => write_failed(&mut fatal, report, &path, e),
         };
+        // The chunks of the large file being written.
+        let mut large: Option<Sender<Option<Vec<u8>>>> = None;
         for piece in piece_rx {
-            match piece {
-                Piece::Files(batch) => {
-                    for w in write_files(batch) {
-                        match w {
-                            Written::Done(job, res) => done(*job, res, &mut report, &mut live),
-                            Written::NotCreated(path, e) => {
-                                report.failed.push(format!("{}: {e}", path.display()))
-                            }
-                            Written::WriteFailed(path, e) => {
-                                write_failed(&mut fatal, &mut report, &path, e)
-                            }
-                        }
-                    }
+            let sent = match piece {
+                Piece::Files(batch) => split_files(batch, BATCH_PARTS)
+                    .into_iter()
+                    .all(|part| task_tx.send(Task::Files(part)).is_ok()),
+                Piece::Start(job) => {
+                    let (tx, rx) = bounded(BIG_WINDOW);
+                    large = Some(tx);
+                    task_tx.send(Task::Large(Box::new(job), rx)).is_ok()
                 }
-                Piece::Start(job) => match FileWriter::create(job) {
-                    Ok(fw) => current = Some(fw),
-                    Err(b) => report
-                        .failed
-                        .push(format!("{}: {e}", b.0.path.display(), e = b.1)),
-                },
                 Piece::Chunk(c) => {
-                    if let Some(fw) = current.as_mut()
-                        && let Err(e) = fw.chunk(c)
-                    {
-                        write_failed(&mut fatal, &mut report, &fw.job.path, e);
-                        current = None;
+                    // Fails only if the file failed already: that is reported.
+                    if let Some(tx) = &large {
+                        let _ = tx.send(c);
                     }
+                    true
                 }
                 Piece::End => {
-                    if let Some(fw) = current.take() {
-                        let (job, res) = fw.finish();
-                        done(job, res, &mut report, &mut live);
-                    }
+                    large = None;
+                    true
                 }
+            };
+            for w in written_rx.try_iter() {
+                take(w, &mut report, &mut live);
             }
-            if fatal.is_some() {
+            if !sent || halted.load(Ordering::Relaxed) {
                 // Dropping the receiver stops the download and the walk.
                 break;
             }
@@ -837,8 +877,13 @@ pub fn restore(
                 progress(&live);
             }
         }
+        drop((large, task_tx));
+        for w in written_rx {
+            take(w, &mut report, &mut live);
+        }
         progress(&live);
-        (walker.join(), fetch.join(), open.join())
+        let writers_out = writers.into_iter().try_for_each(|w| w.join().map(|_| ()));
+        (walker.join(), fetch.join(), open.join(), writers_out)
     });
     let (dirs, links, symlinks, unmatched) = walker_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore walker crashed."))?;
@@ -850,6 +895,8 @@ pub fn restore(
             "The restore's decryption thread crashed.",
         )
     })?;
+    writers_out
+        .map_err(|_| ClientError::new(ErrorCode::Internal, "A restore writer thread crashed."))?;
     if let Some(e) = fatal {
         return Err(e);
     }
