@@ -7,7 +7,8 @@
 #   bench/compare.sh [--quick] [--runs N] [--data DIR] [--no-restore]
 #
 # --no-restore skips the restores (the 200,000-small-files case measures
-# backups only).
+# backups only). Run as root, every restore writes into a freshly made
+# ext4 file system on a loop device (see fresh_fs below).
 #
 # Needs release builds of Haven (cargo build --release); installs restic,
 # borgbackup, zstd, b3sum and GNU time from apt and rustic with
@@ -32,6 +33,8 @@ while [ $# -gt 0 ]; do
 done
 work=${BENCH_DIR:-/var/tmp/haven-bench}
 mkdir -p "$work"
+mnt=$work/fresh-fs
+image=$work/fresh-fs.img
 data=${data:-$work/data${quick:+-quick}}
 
 need=()
@@ -79,7 +82,7 @@ warm() { tar cf - -C "$1" . | cat >/dev/null; }
 repos=$work/repos
 port=18499
 spid=""
-trap '[ -n "$spid" ] && kill $spid 2>/dev/null || true' EXIT
+trap '[ -n "$spid" ] && kill $spid 2>/dev/null; drop_fs' EXIT
 export HAVEN_PASSWORD=bench-password-long
 
 backup() { # TOOL STEP
@@ -92,17 +95,44 @@ backup() { # TOOL STEP
     esac
 }
 
-# Restore targets are removed only after every tool restored, and a
-# minute passes before the next step that creates many files: ext4 skips
-# inodes freed less than 60 s ago when it allocates new ones (the
-# `recently_deleted` check on file systems without a journal, like this
-# machine's), and perf showed a restore into a tree removed just before
-# spend two thirds of its time in that scan, whichever tool it was.
-settle() { sync; sleep 61; }
+# Every restore (and the `cp -a` ceiling) writes into a freshly made ext4
+# file system on a loop device, so that every tool meets the same, empty
+# file system. On the machine's own disk the figures depended on what the
+# benchmark had deleted before: ext4 skips inodes freed less than 60 s ago
+# when it allocates new ones (the `recently_deleted` check on file systems
+# without a journal, like this machine's root), and perf put a third of a
+# restore's time, whichever tool's, in that scan after a run's clean-up. The
+# loop device does direct I/O, so its image's pages are not cached twice.
+# Without root or losetup, targets go under $work after a settled minute.
+fresh_fs() { # prints the directory to write into
+    drop_fs
+    if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null; then
+        local need
+        need=$(( $(du -sb "$base" | cut -f1) * 2 + (1 << 30) ))
+        rm -f "$image" && truncate -s "$need" "$image"
+        mkfs.ext4 -q -F "$image"
+        local dev
+        dev=$(losetup -f --show --direct-io=on "$image")
+        mkdir -p "$mnt" && mount "$dev" "$mnt"
+        echo "$mnt"
+    else
+        rm -rf "$work/target" && sync && sleep 61
+        mkdir -p "$work/target" && echo "$work/target"
+    fi
+}
+drop_fs() {
+    if mountpoint -q "$mnt" 2>/dev/null; then
+        local dev
+        dev=$(findmnt -n -o SOURCE "$mnt")
+        umount "$mnt" && losetup -d "$dev" 2>/dev/null || true
+    fi
+    rm -f "$image"
+}
 
 restore() { # TOOL
-    local dst=$work/restore-$1
-    rm -rf "$dst" && mkdir -p "$dst"
+    local dst
+    dst=$(fresh_fs)/restore-$1
+    mkdir -p "$dst"
     case $1 in
         haven) measure haven restore "$haven" restore latest --to "$dst" ;;
         restic) measure restic restore restic -r "$repos/restic" restore latest --target "$dst" ;;
@@ -145,7 +175,7 @@ one_run() {
     warm "$base"
     for t in "${order[@]}"; do backup "$t" after-1pct; done
     [ -n "$no_restore" ] || for t in "${order[@]}"; do restore "$t"; done
-    rm -rf "$work"/restore-*
+    drop_fs
     for t in "${tools[@]}"; do
         case $t in
             haven) printf 'haven\trepository-bytes\t%s\t0\n' "$(size "$hs/objects")" >> "$results" ;;
@@ -164,7 +194,7 @@ warm "$base"
 measure ceiling read-all sh -c "tar cf - -C '$base' . | cat >/dev/null"
 measure ceiling b3sum sh -c "find '$base' -type f -print0 | xargs -0 b3sum >/dev/null"
 measure ceiling tar-zstd sh -c "tar cf - -C '$base' . | zstd -T0 -3 >/dev/null"
-rm -rf "$work/cp" && settle && measure ceiling cp-a cp -a "$base" "$work/cp" && rm -rf "$work/cp"
+cp_to=$(fresh_fs)/cp && measure ceiling cp-a cp -a "$base" "$cp_to" && drop_fs
 measure ceiling find-walk sh -c "find '$base' -printf '%s %T@ %p\n' >/dev/null"
 
 {
