@@ -108,7 +108,7 @@ fresh_fs() { # prints the directory to write into
     drop_fs
     if [ "$(id -u)" = 0 ] && command -v losetup >/dev/null; then
         local need
-        need=$(( $(du -sb "$base" | cut -f1) * 2 + (1 << 30) ))
+        need=$(( ($(du -sb "$base" | cut -f1) * 2 >> 20) + 1024 ))M
         rm -f "$image" && truncate -s "$need" "$image"
         mkfs.ext4 -q -F "$image"
         local dev
@@ -174,8 +174,12 @@ one_run() {
     "$here/mutate.sh" "$base"
     warm "$base"
     for t in "${order[@]}"; do backup "$t" after-1pct; done
-    [ -n "$no_restore" ] || for t in "${order[@]}"; do restore "$t"; done
-    drop_fs
+    if [ -z "$no_restore" ]; then
+        for t in "${order[@]}"; do restore "$t"; done
+        # The restores' yardstick, in the same conditions: a plain copy.
+        cp_to=$(fresh_fs)/cp && measure ceiling cp-a cp -a "$base" "$cp_to"
+        drop_fs
+    fi
     for t in "${tools[@]}"; do
         case $t in
             haven) printf 'haven\trepository-bytes\t%s\t0\n' "$(size "$hs/objects")" >> "$results" ;;
@@ -194,7 +198,7 @@ warm "$base"
 measure ceiling read-all sh -c "tar cf - -C '$base' . | cat >/dev/null"
 measure ceiling b3sum sh -c "find '$base' -type f -print0 | xargs -0 b3sum >/dev/null"
 measure ceiling tar-zstd sh -c "tar cf - -C '$base' . | zstd -T0 -3 >/dev/null"
-cp_to=$(fresh_fs)/cp && measure ceiling cp-a cp -a "$base" "$cp_to" && drop_fs
+if [ -n "$no_restore" ]; then cp_to=$(fresh_fs)/cp && measure ceiling cp-a cp -a "$base" "$cp_to" && drop_fs; fi
 measure ceiling find-walk sh -c "find '$base' -printf '%s %T@ %p\n' >/dev/null"
 
 {

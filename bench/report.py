@@ -67,6 +67,8 @@ if ceil:
     print("| ceiling | wall s |")
     print("|---|---:|")
     for s, w in ceil:
-        print(f"| {s} | {w:.2f} |")
+        each = walls["ceiling", s]
+        runs_of = f" ({'/'.join(f'{v:.2f}' for v in each)})" if len(each) > 1 else ""
+        print(f"| {s} | {w:.2f}{runs_of} |")
 print()
 print(f"Runs: {runs}.")
