@@ -3,7 +3,7 @@
 //! ```text
 //! walker thread: trees ─ create dirs, symlinks ─▶ file jobs
 //! fetcher thread: batch chunk ids ─ download ─▶ sealed chunks
-//! opener thread: authenticate, decompress, hash (two threads for a large batch) ─▶ pieces
+//! opener thread (and its helper): authenticate, decompress, hash ─▶ pieces
 //! main thread: hand files to the writers ─▶ writer threads: write files ─▶ results
 //! main thread, at the end: hard links, then directory metadata (deepest first)
 //! ```
@@ -352,60 +352,71 @@ impl Walker<'_> {
     }
 }
 
-/// Opens downloaded chunks (`None`: missing or damaged), in order. A
-/// batch of more than a few chunks is split over two threads.
-fn open_chunks(keys: &Keys, sealed: Vec<(BlobId, Option<Vec<u8>>)>) -> Vec<Option<Vec<u8>>> {
-    let open = |part: Vec<(BlobId, Option<Vec<u8>>)>| -> Vec<Option<Vec<u8>>> {
-        part.into_iter()
-            .map(|(id, s)| blob::open(keys, BlobKind::Data, &id, &s?).ok())
-            .collect()
-    };
-    if sealed.len() < 4 {
-        return open(sealed);
-    }
-    let mut first = sealed;
-    let second = first.split_off(first.len() / 2);
-    let total = first.len() + second.len();
-    std::thread::scope(|s| {
-        let other = s.spawn(|| open(second));
-        let mut out = open(first);
-        match other.join() {
-            Ok(rest) => out.extend(rest),
-            // Only a bug panics in there; its chunks count as damaged.
-            Err(_) => out.resize(total, None),
-        }
-        out
-    })
+/// Opens downloaded chunks (`None`: missing or damaged), in order.
+fn open_part(keys: &Keys, part: Vec<(BlobId, Option<Vec<u8>>)>) -> Vec<Option<Vec<u8>>> {
+    part.into_iter()
+        .map(|(id, s)| blob::open(keys, BlobKind::Data, &id, &s?).ok())
+        .collect()
 }
 
-/// Turns downloaded chunks into verified pieces for the writer.
+/// Turns downloaded chunks into verified pieces for the writers. A helper
+/// thread opens the second half of every unit of more than a few chunks.
 fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
-    for unit in rx {
-        let pieces: Vec<Piece> = match unit {
-            Sealed::Whole(jobs, sealed) => {
-                let mut chunks = open_chunks(keys, sealed).into_iter();
-                let files = jobs
-                    .into_iter()
-                    .map(|job| {
-                        let mine = chunks.by_ref().take(job.node.content.len()).collect();
-                        (job, mine)
-                    })
-                    .collect();
-                vec![Piece::Files(files)]
+    std::thread::scope(|s| {
+        let (half_tx, half_rx) = bounded::<Vec<(BlobId, Option<Vec<u8>>)>>(1);
+        let (opened_tx, opened_rx) = bounded::<Vec<Option<Vec<u8>>>>(1);
+        s.spawn(move || {
+            for part in half_rx {
+                if opened_tx.send(open_part(keys, part)).is_err() {
+                    return;
+                }
             }
-            Sealed::Start(job) => vec![Piece::Start(job)],
-            Sealed::Window(sealed) => open_chunks(keys, sealed)
-                .into_iter()
-                .map(Piece::Chunk)
-                .collect(),
-            Sealed::End => vec![Piece::End],
+        });
+        let open_chunks = |sealed: Vec<(BlobId, Option<Vec<u8>>)>| {
+            if sealed.len() < 4 {
+                return open_part(keys, sealed);
+            }
+            let mut first = sealed;
+            let second = first.split_off(first.len() / 2);
+            let total = first.len() + second.len();
+            let sent = half_tx.send(second);
+            let mut opened = open_part(keys, first);
+            match sent {
+                Ok(()) => match opened_rx.recv() {
+                    Ok(rest) => opened.extend(rest),
+                    // Only a bug ends the helper early; its chunks count as damaged.
+                    Err(_) => opened.resize(total, None),
+                },
+                Err(back) => opened.extend(open_part(keys, back.into_inner())),
+            }
+            opened
         };
-        for piece in pieces {
-            if out.send(piece).is_err() {
-                return;
+        for unit in rx {
+            let pieces: Vec<Piece> = match unit {
+                Sealed::Whole(jobs, sealed) => {
+                    let mut chunks = open_chunks(sealed).into_iter();
+                    let files = jobs
+                        .into_iter()
+                        .map(|job| {
+                            let mine = chunks.by_ref().take(job.node.content.len()).collect();
+                            (job, mine)
+                        })
+                        .collect();
+                    vec![Piece::Files(files)]
+                }
+                Sealed::Start(job) => vec![Piece::Start(job)],
+                Sealed::Window(sealed) => {
+                    open_chunks(sealed).into_iter().map(Piece::Chunk).collect()
+                }
+                Sealed::End => vec![Piece::End],
+            };
+            for piece in pieces {
+                if out.send(piece).is_err() {
+                    return;
+                }
             }
         }
-    }
+    });
 }
 
 /// Downloads chunks, still sealed, in order.
