@@ -421,19 +421,25 @@ fn nothing_waits_for_a_password_without_a_terminal() {
     login.login("np@example.org", "other");
 }
 
-#[test]
-fn a_full_disk_during_restore_stops_with_a_clear_error_and_leaves_no_half_file() {
+/// Backs up `files` (name, size, seed), restores them onto a 7 MiB tmpfs
+/// and checks that every file under its final name is complete and that no
+/// temp file is left. Returns the exit code, the JSON answer and the names
+/// restored; `None` without root (mounting needs it).
+fn restore_onto_a_small_disk(
+    email: &str,
+    files: &[(&str, usize, u64)],
+) -> Option<(Option<i32>, serde_json::Value, Vec<String>)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
+        return None;
     }
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::start(&tmp.path().join("server"));
     let src = tmp.path().join("data");
     fs::create_dir_all(&src).unwrap();
-    for i in 0..4 {
-        fs::write(src.join(format!("f{i}")), noise(3 << 20, i)).unwrap();
+    for (name, size, seed) in files {
+        fs::write(src.join(name), noise(*size, *seed)).unwrap();
     }
     let dev = Device::new(
         Path::new(BIN),
@@ -441,7 +447,7 @@ fn a_full_disk_during_restore_stops_with_a_clear_error_and_leaves_no_half_file()
         &server.url(),
         "correct horse battery",
     );
-    dev.signup("fulldisk@example.org", "d");
+    dev.signup(email, "d");
     dev.json(&["backup", src.to_str().unwrap(), "--json"]);
     let small = tmp.path().join("small");
     fs::create_dir_all(&small).unwrap();
@@ -452,66 +458,8 @@ fn a_full_disk_during_restore_stops_with_a_clear_error_and_leaves_no_half_file()
         .unwrap();
     assert!(st.success(), "mounting a tmpfs failed");
     let out = dev.run(&["restore", "--to", small.to_str().unwrap(), "--json"]);
-    let code = out.status.code();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     // Every file under its final name is complete; no temp file is left.
-    let restored = small.join(src.strip_prefix("/").unwrap());
-    let mut complete = 0;
-    for e in fs::read_dir(&restored).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        assert!(!name.starts_with('.'), "a temp file was left: {name}");
-        assert_eq!(
-            fs::read(e.path()).unwrap(),
-            fs::read(src.join(&name)).unwrap(),
-            "{name} is complete"
-        );
-        complete += 1;
-    }
-    let _ = std::process::Command::new("umount").arg(&small).status();
-    assert_ne!(code, Some(0));
-    assert_eq!(v["error"]["code"], "local_io", "{v}");
-    assert!(
-        v["error"]["message"].as_str().unwrap().contains("full"),
-        "{v}"
-    );
-    assert!((1..4).contains(&complete), "{complete} files fit");
-}
-
-/// The same with a file too large to be fetched in one batch: its chunks
-/// stream to a writer thread of its own while the disk fills.
-#[test]
-fn a_full_disk_in_the_middle_of_a_large_file_leaves_no_half_file() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
-    let src = tmp.path().join("data");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("a-small"), noise(2 << 20, 11)).unwrap();
-    fs::write(src.join("b-large"), noise(12 << 20, 12)).unwrap();
-    fs::write(src.join("c-small"), noise(1 << 20, 13)).unwrap();
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
-    dev.signup("fulldisk-large@example.org", "d");
-    dev.json(&["backup", src.to_str().unwrap(), "--json"]);
-    let small = tmp.path().join("small");
-    fs::create_dir_all(&small).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=7m", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a tmpfs failed");
-    let out = dev.run(&["restore", "--to", small.to_str().unwrap(), "--json"]);
-    let code = out.status.code();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     let restored = small.join(src.strip_prefix("/").unwrap());
     let mut names = Vec::new();
     for e in fs::read_dir(&restored).into_iter().flatten().flatten() {
@@ -525,6 +473,43 @@ fn a_full_disk_in_the_middle_of_a_large_file_leaves_no_half_file() {
         names.push(name);
     }
     let _ = std::process::Command::new("umount").arg(&small).status();
+    Some((out.status.code(), v, names))
+}
+
+#[test]
+fn a_full_disk_during_restore_stops_with_a_clear_error_and_leaves_no_half_file() {
+    let files = [
+        ("f0", 3 << 20, 0),
+        ("f1", 3 << 20, 1),
+        ("f2", 3 << 20, 2),
+        ("f3", 3 << 20, 3),
+    ];
+    let Some((code, v, names)) = restore_onto_a_small_disk("fulldisk@example.org", &files) else {
+        return;
+    };
+    assert_ne!(code, Some(0));
+    assert_eq!(v["error"]["code"], "local_io", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("full"),
+        "{v}"
+    );
+    let complete = names.len();
+    assert!((1..4).contains(&complete), "{complete} files fit");
+}
+
+/// The same with a file too large to be fetched in one batch: its chunks
+/// stream to a writer thread of its own while the disk fills.
+#[test]
+fn a_full_disk_in_the_middle_of_a_large_file_leaves_no_half_file() {
+    let files = [
+        ("a-small", 2 << 20, 11),
+        ("b-large", 12 << 20, 12),
+        ("c-small", 1 << 20, 13),
+    ];
+    let Some((code, v, names)) = restore_onto_a_small_disk("fulldisk-large@example.org", &files)
+    else {
+        return;
+    };
     assert!(!names.contains(&"b-large".to_string()), "{names:?}");
     assert!(names.contains(&"a-small".to_string()), "{names:?}");
     assert_ne!(code, Some(0));
