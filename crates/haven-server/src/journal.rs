@@ -35,6 +35,7 @@ use std::collections::BTreeSet;
 use haven_format::{BlobId, PackId};
 use haven_store::StoreError;
 use haven_store::meta::{Account, Device, NewSnapshot, SnapshotRow};
+use haven_store::refset::differences;
 use serde::{Deserialize, Serialize};
 
 use crate::state::SharedState;
@@ -199,32 +200,6 @@ fn bytes_ids(b: &[u8]) -> Vec<BlobId> {
     b.chunks_exact(32)
         .filter_map(|c| <[u8; 32]>::try_from(c).ok().map(BlobId))
         .collect()
-}
-
-/// The ids only in `a` and the ids only in `b`, both sorted and without
-/// repeats (as `snapshot_refs` returns them), in one merge pass.
-fn differences<'a>(a: &'a [BlobId], b: &'a [BlobId]) -> (Vec<&'a BlobId>, Vec<&'a BlobId>) {
-    let (mut only_a, mut only_b) = (Vec::new(), Vec::new());
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].cmp(&b[j]) {
-            std::cmp::Ordering::Less => {
-                only_a.push(&a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                only_b.push(&b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    only_a.extend(&a[i..]);
-    only_b.extend(&b[j..]);
-    (only_a, only_b)
 }
 
 /// A delta's bytes: how `set` differs from `base` (both sorted, without

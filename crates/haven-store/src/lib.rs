@@ -12,6 +12,7 @@ mod limit;
 mod local;
 pub mod meta;
 mod object;
+pub mod refset;
 mod sqlite;
 
 pub use error::StoreError;
