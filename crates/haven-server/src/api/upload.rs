@@ -179,7 +179,7 @@ pub async fn put_pack(
             &state,
             caller,
             pack_id,
-            body.to_vec(),
+            Vec::from(body),
             q.session.as_deref(),
             None,
         )
