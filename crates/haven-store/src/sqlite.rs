@@ -234,7 +234,8 @@ const ADDS: &str = "snapshot_refs";
 const DROPS: &str = "snapshot_unrefs";
 
 /// The `refs_key` of a new snapshot. A key is never in use twice: a
-/// snapshot's rows go in the transaction that deletes it.
+/// deleted snapshot's rows go, or pass to its heir with their key, in the
+/// transaction that deletes it.
 const NEXT_REFS_KEY: &str = "(SELECT COALESCE(MAX(refs_key), 0) + 1 FROM snapshots)";
 
 /// How many bases deep a chain may grow before a snapshot is stored whole:
@@ -375,6 +376,51 @@ async fn set_of(
     Ok(out)
 }
 
+/// Those of `ids` that the rows in `table` of snapshot `snap` hold.
+async fn present_in(
+    conn: &mut sqlx::SqliteConnection,
+    table: &str,
+    snap: i64,
+    ids: &[BlobId],
+) -> Result<std::collections::HashSet<BlobId>, StoreError> {
+    let mut out = std::collections::HashSet::new();
+    for part in ids.chunks(BATCH) {
+        let sql = format!(
+            "SELECT blob_id FROM {table} WHERE snap = ? AND blob_id IN ({})",
+            marks(part.len())
+        );
+        let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql).bind(snap);
+        for c in part {
+            q = q.bind(&c.0[..]);
+        }
+        for b in q.fetch_all(&mut *conn).await? {
+            out.insert(blob_id(&b)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the rows in `table` of snapshot `snap` that name one of `ids`.
+async fn rows_delete(
+    conn: &mut sqlx::SqliteConnection,
+    table: &str,
+    snap: i64,
+    ids: &[BlobId],
+) -> Result<(), StoreError> {
+    for part in ids.chunks(BATCH) {
+        let sql = format!(
+            "DELETE FROM {table} WHERE snap = ? AND blob_id IN ({})",
+            marks(part.len())
+        );
+        let mut q = sqlx::query(&sql).bind(snap);
+        for c in part {
+            q = q.bind(&c.0[..]);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Those of `candidates` that a snapshot references, found by walking its
 /// chain from the snapshot down: the nearest row that names an id decides.
 async fn members(
@@ -393,24 +439,10 @@ async fn members(
                 break;
             }
             let ask: Vec<BlobId> = open.iter().copied().collect();
-            for part in ask.chunks(BATCH) {
-                let sql = format!(
-                    "SELECT blob_id FROM {table} WHERE account_id = ? AND snap = ? \
-                     AND blob_id IN ({})",
-                    marks(part.len())
-                );
-                let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql)
-                    .bind(account_id)
-                    .bind(*s);
-                for c in part {
-                    q = q.bind(&c.0[..]);
-                }
-                for b in q.fetch_all(&mut *conn).await? {
-                    let b = blob_id(&b)?;
-                    open.remove(&b);
-                    if table == ADDS {
-                        found.push(b);
-                    }
+            for b in present_in(conn, table, *s, &ask).await? {
+                open.remove(&b);
+                if table == ADDS {
+                    found.push(b);
                 }
             }
         }
@@ -483,68 +515,90 @@ async fn clear_rows(conn: &mut sqlx::SqliteConnection, snap: i64) -> Result<(), 
     Ok(())
 }
 
-/// Deletes a snapshot and its rows. The snapshots stored against it are
-/// stored again first: the newest against its own base (or whole), the
-/// others against that one.
+/// Deletes a snapshot and its rows. The newest of the snapshots stored
+/// against it takes its rows over, changed by its own difference, and
+/// stands against the deleted one's base: deleting costs that difference,
+/// not a whole set. Any other dependent is stored again against the heir
+/// (or whole).
 async fn drop_snapshot(
     conn: &mut sqlx::SqliteConnection,
     account_id: i64,
     id: &str,
 ) -> Result<bool, StoreError> {
-    let dependents: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM snapshots WHERE account_id = ? AND refs_base = ? \
+    let Some((key, base)) = sqlx::query_as::<_, (i64, Option<String>)>(
+        "SELECT refs_key, refs_base FROM snapshots WHERE account_id = ? AND id = ?",
+    )
+    .bind(account_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(false);
+    };
+    let dependents: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT id, refs_key FROM snapshots WHERE account_id = ? AND refs_base = ? \
          ORDER BY complete DESC, created DESC, rowid DESC",
     )
     .bind(account_id)
     .bind(id)
     .fetch_all(&mut *conn)
     .await?;
-    if let Some((heir, others)) = dependents.split_first() {
-        let base: Option<String> =
-            sqlx::query_scalar("SELECT refs_base FROM snapshots WHERE account_id = ? AND id = ?")
-                .bind(account_id)
-                .bind(id)
-                .fetch_one(&mut *conn)
-                .await?;
-        let base_set = match &base {
-            Some(b) => Some(set_of(conn, account_id, b).await?),
-            None => None,
-        };
-        // Every set is read before any is rewritten.
-        let heir_set = set_of(conn, account_id, heir).await?;
-        let mut other_sets = Vec::with_capacity(others.len());
-        for o in others {
-            other_sets.push(set_of(conn, account_id, o).await?.ids);
-        }
-        let against = |b: &StoredSet, set: &[BlobId]| {
-            let (dropped, added) = refset::differences(&b.ids, set);
-            as_difference(b, dropped.len() + added.len(), set.len())
-        };
-        let heir_base = match (&base, &base_set) {
-            (Some(b), Some(bs)) if against(bs, &heir_set.ids) => Some((b.as_str(), &bs.ids[..])),
-            _ => None,
-        };
-        store_refs(conn, account_id, heir, heir_base, &heir_set.ids).await?;
-        let heir_as_base = StoredSet {
-            depth: heir_base.map_or(0, |_| base_set.as_ref().map_or(0, |b| b.depth + 1)),
-            delta_rows: heir_base.map_or(0, |_| heir_set.delta_rows),
-            ids: heir_set.ids,
-        };
-        for (o, set) in others.iter().zip(&other_sets) {
-            let to = against(&heir_as_base, set).then_some((heir.as_str(), &heir_as_base.ids[..]));
-            store_refs(conn, account_id, o, to, set).await?;
-        }
+    // The other dependents' sets, read while their chains still hold.
+    let mut others = Vec::new();
+    for (o, _) in dependents.iter().skip(1) {
+        others.push((o, set_of(conn, account_id, o).await?.ids));
     }
-    if let Some(snap) = key_of(conn, account_id, id).await? {
-        clear_rows(conn, snap).await?;
-    }
-    let n = sqlx::query("DELETE FROM snapshots WHERE account_id = ? AND id = ?")
+    sqlx::query("DELETE FROM snapshots WHERE account_id = ? AND id = ?")
         .bind(account_id)
         .bind(id)
         .execute(&mut *conn)
+        .await?;
+    let Some((heir, heir_key)) = dependents.first() else {
+        clear_rows(conn, key).await?;
+        return Ok(true);
+    };
+    // The heir's set is the deleted one's less what the heir drops, plus
+    // what it adds. Under the deleted one's key, against its base:
+    // - a dropped id the deleted one added goes from the adds, any other
+    //   joins the drops;
+    // - an added id the deleted one dropped goes from the drops (it is in
+    //   the base's set), any other joins the adds.
+    let heir_adds = rows_of(conn, ADDS, account_id, &[*heir_key])
         .await?
-        .rows_affected();
-    Ok(n == 1)
+        .remove(heir_key)
+        .unwrap_or_default();
+    let heir_drops = rows_of(conn, DROPS, account_id, &[*heir_key])
+        .await?
+        .remove(heir_key)
+        .unwrap_or_default();
+    let was_added = present_in(conn, ADDS, key, &heir_drops).await?;
+    let was_dropped = present_in(conn, DROPS, key, &heir_adds).await?;
+    let (unadd, drop): (Vec<BlobId>, Vec<BlobId>) =
+        heir_drops.iter().partition(|b| was_added.contains(*b));
+    let (undrop, add): (Vec<BlobId>, Vec<BlobId>) =
+        heir_adds.iter().partition(|b| was_dropped.contains(*b));
+    rows_delete(conn, ADDS, key, &unadd).await?;
+    rows_delete(conn, DROPS, key, &undrop).await?;
+    ids_insert(conn, ADDS, account_id, key, &add).await?;
+    ids_insert(conn, DROPS, account_id, key, &drop).await?;
+    clear_rows(conn, *heir_key).await?;
+    sqlx::query("UPDATE snapshots SET refs_key = ?, refs_base = ? WHERE account_id = ? AND id = ?")
+        .bind(key)
+        .bind(&base)
+        .bind(account_id)
+        .bind(heir)
+        .execute(&mut *conn)
+        .await?;
+    if !others.is_empty() {
+        let heir_set = set_of(conn, account_id, heir).await?;
+        for (o, set) in &others {
+            let (dropped, added) = refset::differences(&heir_set.ids, set);
+            let to = as_difference(&heir_set, dropped.len() + added.len(), set.len())
+                .then_some((heir.as_str(), &heir_set.ids[..]));
+            store_refs(conn, account_id, o, to, set).await?;
+        }
+    }
+    Ok(true)
 }
 
 /// Fills in each row's count of damaged or missing blobs it references.

@@ -684,6 +684,19 @@ async fn chain_contract(m: &dyn MetaStore) -> (i64, BTreeMap<&'static str, BTree
     }
     assert!(!m.snapshot_delete(a, "c3").await.expect("delete"));
 
+    // Deleting from the middle of a chain: the heir takes over rows that
+    // are a difference themselves, re-adding what they drop (84) and
+    // dropping what they add (89).
+    commit("e1", Some("c4"), &[70, 89], &[84], true, &mut model).await;
+    commit("e2", Some("e1"), &[84, 90], &[89, 71], true, &mut model).await;
+    commit("e3", Some("e2"), &[62], &[90], true, &mut model).await;
+    check_sets(m, a, &model, "after the e chain").await;
+    for gone in ["e1", "e2", "c4"] {
+        assert!(m.snapshot_delete(a, gone).await.expect("delete"));
+        model.remove(gone);
+        check_sets(m, a, &model, &format!("after deleting {gone}")).await;
+    }
+
     // Damage is counted through the chain.
     m.blobs_mark(a, PackId([60; 32]), &[(BlobId([84; 32]), BLOB_DAMAGED)])
         .await
