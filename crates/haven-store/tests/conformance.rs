@@ -592,6 +592,13 @@ async fn gc_contract(m: &dyn MetaStore, b: i64, device: i64) {
 /// What every snapshot of `model` references, and what deleting it frees,
 /// as the store answers it, against the model's sets.
 async fn check_sets(m: &dyn MetaStore, a: i64, model: &BTreeMap<&str, BTreeSet<u8>>, step: &str) {
+    let live: BTreeSet<u8> = model.values().flatten().copied().collect();
+    let usage = m.usage(a).await.expect("usage");
+    assert_eq!(
+        usage.used,
+        50 * live.len() as u64,
+        "{step}: bytes referenced"
+    );
     for (id, set) in model {
         let want: Vec<BlobId> = set.iter().map(|&n| BlobId([n; 32])).collect();
         assert_eq!(
@@ -610,6 +617,24 @@ async fn check_sets(m: &dyn MetaStore, a: i64, model: &BTreeMap<&str, BTreeSet<u
             50 * only,
             "{step}: freed if {id} were deleted"
         );
+    }
+}
+
+/// Which snapshots reference the damaged blob 84, as the store counts it.
+async fn check_damage(m: &dyn MetaStore, a: i64, model: &BTreeMap<&str, BTreeSet<u8>>, step: &str) {
+    for (id, set) in model {
+        let want: Vec<BlobId> = set
+            .contains(&84)
+            .then_some(BlobId([84; 32]))
+            .into_iter()
+            .collect();
+        assert_eq!(
+            m.snapshot_damaged(a, id).await.expect("damaged"),
+            want,
+            "{step}: {id}"
+        );
+        let row = m.snapshot(a, id).await.expect("get").expect("exists");
+        assert_eq!(row.damaged, want.len() as u64, "{step}: {id}");
     }
 }
 
@@ -672,6 +697,7 @@ async fn chain_contract(m: &dyn MetaStore) -> (i64, BTreeMap<&'static str, BTree
     model.remove("k1");
     model.remove("k2");
     assert!(m.snapshot(a, "k1").await.expect("get").is_none());
+    assert!(m.snapshot_refs(a, "k1").await.expect("refs").is_empty());
     assert!(m.snapshot(a, "k2").await.expect("get").is_none());
     check_sets(m, a, &model, "after a run with checkpoints").await;
 
@@ -679,6 +705,7 @@ async fn chain_contract(m: &dyn MetaStore) -> (i64, BTreeMap<&'static str, BTree
     // then the newest.
     for gone in ["c1", "c2", "c5", "c3"] {
         assert!(m.snapshot_delete(a, gone).await.expect("delete"));
+        assert!(m.snapshot_refs(a, gone).await.expect("refs").is_empty());
         model.remove(gone);
         check_sets(m, a, &model, &format!("after deleting {gone}")).await;
     }
@@ -691,30 +718,20 @@ async fn chain_contract(m: &dyn MetaStore) -> (i64, BTreeMap<&'static str, BTree
     commit("e2", Some("e1"), &[84, 90], &[89, 71], true, &mut model).await;
     commit("e3", Some("e2"), &[62], &[90], true, &mut model).await;
     check_sets(m, a, &model, "after the e chain").await;
+    // Damage is counted through the chain: e1 drops 84, which c4 under
+    // it adds; e2 adds it again.
+    m.blobs_mark(a, PackId([60; 32]), &[(BlobId([84; 32]), BLOB_DAMAGED)])
+        .await
+        .expect("mark");
+    check_damage(m, a, &model, "after the e chain").await;
     for gone in ["e1", "e2", "c4"] {
         assert!(m.snapshot_delete(a, gone).await.expect("delete"));
+        assert!(m.snapshot_refs(a, gone).await.expect("refs").is_empty());
         model.remove(gone);
         check_sets(m, a, &model, &format!("after deleting {gone}")).await;
     }
 
-    // Damage is counted through the chain.
-    m.blobs_mark(a, PackId([60; 32]), &[(BlobId([84; 32]), BLOB_DAMAGED)])
-        .await
-        .expect("mark");
-    for (id, set) in &model {
-        let want: Vec<BlobId> = set
-            .contains(&84)
-            .then_some(BlobId([84; 32]))
-            .into_iter()
-            .collect();
-        assert_eq!(
-            m.snapshot_damaged(a, id).await.expect("damaged"),
-            want,
-            "{id}"
-        );
-        let row = m.snapshot(a, id).await.expect("get").expect("exists");
-        assert_eq!(row.damaged, want.len() as u64, "{id}");
-    }
+    check_damage(m, a, &model, "after the deletions").await;
 
     // GC keeps exactly what a remaining snapshot references.
     let live: BTreeSet<u8> = model.values().flatten().copied().collect();
@@ -759,4 +776,9 @@ async fn sqlite_meta_conforms() {
         .expect("reopen");
     assert!(m.account_by_email("a@x").await.expect("get").is_some());
     check_sets(&m, chain_account, &sets, "after reopening").await;
+    // Without the cache of recent sets, every answer comes from the rows.
+    let m = SqliteMeta::open_with_cache(&dir.path().join("uncached.db"), 0)
+        .await
+        .expect("open");
+    chain_contract(&m).await;
 }
