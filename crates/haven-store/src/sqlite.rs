@@ -1076,6 +1076,9 @@ impl MetaStore for SqliteMeta {
                 }
             }
         }
+        // In key order, the inserts walk the index once instead of touching
+        // a random page per row: the transaction writes far fewer pages.
+        new.sort_unstable_by_key(|b| b.id);
         for part in new.chunks(BATCH) {
             let sql = format!(
                 "INSERT INTO blobs (kind, pack_id, offset, length, hash, account_id, id) VALUES {}",
