@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use haven_testkit::tree::{assert_same_tree, copy_tree, noise, populate};
+use haven_testkit::tree::{assert_same_tree, copy_tree, noise, populate, staged_path};
 use haven_testkit::{Device, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_haven");
@@ -422,9 +422,11 @@ fn nothing_waits_for_a_password_without_a_terminal() {
 }
 
 /// Backs up `files` (name, size, seed), restores them onto a 7 MiB tmpfs
-/// and checks that every file under its final name is complete and that no
-/// temp file is left. Returns the exit code, the JSON answer and the names
-/// restored; `None` without root (mounting needs it).
+/// and checks that nothing appears under the final path (a restore that
+/// stops leaves its staging directory for the next run) and that every file
+/// left in the staging directory is complete. Returns the exit code, the
+/// JSON answer and the names restored; `None` without root (mounting needs
+/// it).
 fn restore_onto_a_small_disk(
     email: &str,
     files: &[(&str, usize, u64)],
@@ -459,10 +461,10 @@ fn restore_onto_a_small_disk(
     assert!(st.success(), "mounting a tmpfs failed");
     let out = dev.run(&["restore", "--to", small.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    // Every file under its final name is complete; no temp file is left.
-    let restored = small.join(src.strip_prefix("/").unwrap());
+    assert!(!small.join(src.strip_prefix("/").unwrap()).exists());
+    // Every file kept for the next run is complete; no temp file is left.
     let mut names = Vec::new();
-    for e in fs::read_dir(&restored).into_iter().flatten().flatten() {
+    for e in fs::read_dir(staged_path(&small, &src)).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         assert!(!name.starts_with('.'), "a temp file was left: {name}");
         assert_eq!(

@@ -14,6 +14,9 @@
 //! go on with the small files after it. Every hand-off is bounded, so memory stays
 //! a few batches whatever the snapshot's size.
 //!
+//! A directory the restore creates is filled under a hidden staging name
+//! and renamed into place at the end (see [`staging_name`]).
+//!
 //! Invariant 6: nothing is written outside the target. Names are checked
 //! (no empty, `.`, `..`, `/` or NUL), the walker only descends into real
 //! directories (never through a symlink, whether the snapshot or the
@@ -101,11 +104,19 @@ pub struct RestoreProgress {
 }
 
 struct FileJob {
+    /// Where it is written.
     path: PathBuf,
+    /// Where it ends up, for reports and hard links: differs from `path`
+    /// inside a staging directory.
+    shown: PathBuf,
     node: Node,
     /// Its directory was created by this restore, so nothing is there yet
     /// and the checks for what an earlier run left can be skipped.
     fresh: bool,
+    /// It lies inside a staging directory (see [`staging_name`]): it is
+    /// written under its own name, and whatever an earlier run left there
+    /// is this restore's to replace.
+    staged: bool,
 }
 
 /// Downloaded, not yet opened: what the fetcher hands the opener.
@@ -137,6 +148,45 @@ fn filetime(t: Timestamp) -> FileTime {
     FileTime::from_unix_time(t.secs, t.nanos.min(999_999_999))
 }
 
+/// The hidden name under which a directory this restore creates is filled:
+/// `.NAME.haven-part` beside where it belongs. Everything below it is
+/// written under its own name, and the directory is renamed into place
+/// once every file in it is complete. So an interrupted restore never
+/// leaves a half-written file under its final path, and what a restore
+/// creates costs one rename per new top directory instead of one per file
+/// (a rename was 15% of a restore's CPU). A re-run continues in it.
+fn staging_name(name: &[u8]) -> Vec<u8> {
+    let mut t = b".".to_vec();
+    t.extend_from_slice(name);
+    t.extend_from_slice(b".haven-part");
+    t
+}
+
+/// Renames `from` to `to` unless something is at `to` already: a
+/// directory a user made there during the restore is never replaced.
+fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Directories and files are created private and get their backed-up
 /// mode only once complete: nobody can open a half-restored private file.
 fn private_dir(path: &Path) -> std::io::Result<()> {
@@ -165,7 +215,7 @@ fn write_failed(
     if e.kind() == std::io::ErrorKind::StorageFull {
         fatal.get_or_insert_with(|| {
             ClientError::new(ErrorCode::LocalIo, format!("The disk under {} is full; the restore stopped.", path.display()))
-                .fix("Free some space (or restore to another disk with --to), then run the same restore again: files already restored are kept and skipped.")
+                .fix("Free some space (or restore to another disk with --to), then run the same restore again: what is restored so far waits in hidden .NAME.haven-part directories, and the next run keeps it and goes on.")
         });
     } else {
         report.failed.push(format!("{}: {e}", path.display()));
@@ -184,6 +234,8 @@ struct Walker<'a> {
     first_link: HashMap<(u64, u64), PathBuf>,
     symlinks: u64,
     unmatched: Vec<PathBuf>,
+    /// Staging directories and where each goes once complete.
+    staged_roots: Vec<(PathBuf, PathBuf)>,
 }
 
 impl Walker<'_> {
@@ -195,32 +247,58 @@ impl Walker<'_> {
 
     /// Makes `path` a real directory we may write into: `Some(true)` if
     /// this restore created it (directly, when its parent is `fresh`).
-    fn ensure_dir(&self, path: &Path, fresh: bool) -> Option<bool> {
+    /// Something else there is replaced only if `replace`.
+    fn ensure_dir(&self, path: &Path, shown: &Path, fresh: bool, replace: bool) -> Option<bool> {
         let created =
-            |r: std::io::Result<()>| r.map_err(|e| self.fail(path, e)).ok().map(|()| true);
+            |r: std::io::Result<()>| r.map_err(|e| self.fail(shown, e)).ok().map(|()| true);
         if fresh {
             return created(private_dir(path));
         }
         match fs::symlink_metadata(path) {
             Ok(m) if m.is_dir() => Some(false),
-            Ok(_) if self.overwrite => {
-                created(fs::remove_file(path).and_then(|_| private_dir(path)))
-            }
+            Ok(_) if replace => created(fs::remove_file(path).and_then(|_| private_dir(path))),
             Ok(m) => {
                 let what = if m.file_type().is_symlink() {
                     "a symlink"
                 } else {
                     "not a directory"
                 };
-                self.fail(path, format!("exists and is {what}; left alone with everything below it (use --overwrite to replace it)"));
+                self.fail(shown, format!("exists and is {what}; left alone with everything below it (use --overwrite to replace it)"));
                 None
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => created(private_dir(path)),
             Err(e) => {
-                self.fail(path, e);
+                self.fail(shown, e);
                 None
             }
         }
+    }
+
+    /// The directory `name` in `dir`, made ready to write into: where it is
+    /// written, whether this restore created it, and whether it lies in a
+    /// staging directory. A directory that is not there yet is filled under
+    /// its staging name, unless its parent is staged already.
+    fn place_dir(
+        &mut self,
+        dir: &Path,
+        name: &[u8],
+        shown: &Path,
+        fresh: bool,
+        staged: bool,
+    ) -> Option<(PathBuf, bool, bool)> {
+        let path = dir.join(OsStr::from_bytes(name));
+        if staged {
+            let created = self.ensure_dir(&path, shown, fresh, true)?;
+            return Some((path, created, true));
+        }
+        if !fresh && fs::symlink_metadata(&path).is_ok() {
+            let created = self.ensure_dir(&path, shown, false, self.overwrite)?;
+            return Some((path, created, false));
+        }
+        let staging = dir.join(OsStr::from_bytes(&staging_name(name)));
+        let created = self.ensure_dir(&staging, shown, fresh, true)?;
+        self.staged_roots.push((staging.clone(), path));
+        Some((staging, created, true))
     }
 
     fn tree(&self, id: &TreeId, path: &Path) -> Option<Tree> {
@@ -235,13 +313,17 @@ impl Walker<'_> {
             .ok()
     }
 
+    /// Restores `tree` into `dir` (written there, reported as `shown`).
+    #[allow(clippy::too_many_arguments)]
     fn walk(
         &mut self,
         dir: &Path,
+        shown: &Path,
         tree: &Tree,
         sel: Option<&PathTree>,
         sel_path: &Path,
         fresh: bool,
+        staged: bool,
     ) -> std::result::Result<(), ()> {
         if let Some(sel) = sel.filter(|s| !s.full) {
             for name in sel.children.keys() {
@@ -260,7 +342,7 @@ impl Walker<'_> {
             };
             if !safe_name(&node.name) {
                 self.fail(
-                    dir,
+                    shown,
                     format!(
                         "the backup holds an entry with the unsafe name {:?}; skipped",
                         String::from_utf8_lossy(&node.name)
@@ -269,26 +351,37 @@ impl Walker<'_> {
                 continue;
             }
             let path = dir.join(OsStr::from_bytes(&node.name));
+            let shown_path = shown.join(OsStr::from_bytes(&node.name));
             let sel_child_path = sel_path.join(OsStr::from_bytes(&node.name));
             match node.kind {
                 NodeKind::Dir => {
-                    let Some(created) = self.ensure_dir(&path, fresh) else {
+                    let Some((at, created, in_staging)) =
+                        self.place_dir(dir, &node.name, &shown_path, fresh, staged)
+                    else {
                         continue;
                     };
-                    self.dirs.push((path.clone(), node.clone()));
+                    self.dirs.push((shown_path.clone(), node.clone()));
                     let Some(id) = node.subtree else {
-                        self.fail(&path, "the directory has no listing in the backup");
+                        self.fail(&shown_path, "the directory has no listing in the backup");
                         continue;
                     };
-                    if let Some(t) = self.tree(&id, &path) {
-                        self.walk(&path, &t, child_sel, &sel_child_path, created)?;
+                    if let Some(t) = self.tree(&id, &shown_path) {
+                        self.walk(
+                            &at,
+                            &shown_path,
+                            &t,
+                            child_sel,
+                            &sel_child_path,
+                            created,
+                            in_staging,
+                        )?;
                     }
                 }
                 NodeKind::Symlink => {
                     if child_sel.is_some_and(|s| !s.full) {
                         continue;
                     }
-                    self.symlink(&path, node);
+                    self.symlink(&path, &shown_path, node, self.overwrite || staged);
                 }
                 NodeKind::File => {
                     if child_sel.is_some_and(|s| !s.full) {
@@ -296,18 +389,22 @@ impl Walker<'_> {
                     }
                     if node.nlink > 1 {
                         let key = (node.dev, node.ino);
+                        // Hard links are made once the staging directories
+                        // are in place: they name final paths.
                         if let Some(first) = self.first_link.get(&key) {
-                            self.links.push((path, first.clone()));
+                            self.links.push((shown_path, first.clone()));
                             continue;
                         }
-                        self.first_link.insert(key, path.clone());
+                        self.first_link.insert(key, shown_path.clone());
                     }
                     if self
                         .jobs
                         .send(FileJob {
                             path,
+                            shown: shown_path,
                             node: node.clone(),
                             fresh,
+                            staged,
                         })
                         .is_err()
                     {
@@ -319,23 +416,23 @@ impl Walker<'_> {
         Ok(())
     }
 
-    fn symlink(&mut self, path: &Path, node: &Node) {
+    fn symlink(&mut self, path: &Path, shown: &Path, node: &Node, replace: bool) {
         let Some(target) = &node.target else {
-            self.fail(path, "the symlink has no target in the backup");
+            self.fail(shown, "the symlink has no target in the backup");
             return;
         };
         if fs::symlink_metadata(path).is_ok() {
-            if !self.overwrite {
+            if !replace {
                 return;
             }
             if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-                self.fail(path, "exists and is a directory; left alone");
+                self.fail(shown, "exists and is a directory; left alone");
                 return;
             }
             let _ = fs::remove_file(path);
         }
         if let Err(e) = std::os::unix::fs::symlink(OsStr::from_bytes(target), path) {
-            self.fail(path, e);
+            self.fail(shown, e);
             return;
         }
         if is_root() {
@@ -344,7 +441,7 @@ impl Walker<'_> {
         let t = filetime(node.mtime);
         if let Err(e) = filetime::set_symlink_file_times(path, t, t) {
             self.fail(
-                path,
+                shown,
                 format!("restored, but its time could not be set: {e}"),
             );
         }
@@ -460,10 +557,11 @@ fn fetcher(
                 }
                 continue;
             }
-            if !overwrite {
+            // In a staging directory, what is there is an earlier run's.
+            if !overwrite && !job.staged {
                 if let Ok(mut s) = shared.lock() {
                     s.warnings
-                        .push(format!("{} exists; left alone", job.path.display()));
+                        .push(format!("{} exists; left alone", job.shown.display()));
                 }
                 continue;
             }
@@ -516,9 +614,12 @@ fn fetcher(
 /// it, and renames it into place only when it is complete and its
 /// metadata is set: an interrupted restore (kill, disk full) never leaves a
 /// half-written file under its final name, and a re-run can trust any file
-/// it finds there.
+/// it finds there. In a staging directory, which is out of sight itself,
+/// the file is written under its own name.
 struct FileWriter {
     job: FileJob,
+    /// Where the data goes: the temp file, or in a staging directory the
+    /// file itself.
     temp: PathBuf,
     file: Option<File>,
     written: u64,
@@ -545,7 +646,11 @@ impl FileWriter {
             );
             return Err(Box::new((job, e)));
         }
-        let temp = temp_path(&job.path);
+        let temp = if job.staged {
+            job.path.clone()
+        } else {
+            temp_path(&job.path)
+        };
         // A stale temp file from an interrupted run (never followed if it
         // is a symlink: remove_file removes the link itself).
         if !job.fresh {
@@ -619,7 +724,11 @@ impl FileWriter {
             let t = filetime(node.mtime);
             filetime::set_file_handle_times(&f, Some(t), Some(t))?;
             drop(f);
-            fs::rename(&self.temp, &self.job.path)
+            if self.job.staged {
+                Ok(())
+            } else {
+                fs::rename(&self.temp, &self.job.path)
+            }
         })();
         if res.is_err() {
             let _ = fs::remove_file(&self.temp);
@@ -664,13 +773,13 @@ fn write_file(job: FileJob, chunks: impl IntoIterator<Item = Option<Vec<u8>>>) -
         Ok(mut fw) => {
             for c in chunks {
                 if let Err(e) = fw.chunk(c) {
-                    return Written::WriteFailed(fw.job.path.clone(), e);
+                    return Written::WriteFailed(fw.job.shown.clone(), e);
                 }
             }
             let (job, res) = fw.finish();
             Written::Done(Box::new(job), res)
         }
-        Err(b) => Written::NotCreated(b.0.path, b.1),
+        Err(b) => Written::NotCreated(b.0.shown, b.1),
     }
 }
 
@@ -819,9 +928,18 @@ pub fn restore(
                 first_link: HashMap::new(),
                 symlinks: 0,
                 unmatched: Vec::new(),
+                staged_roots: Vec::new(),
             };
-            let _ = w.walk(&target, &root, sel.as_ref(), Path::new("/"), fresh);
-            (w.dirs, w.links, w.symlinks, w.unmatched)
+            let _ = w.walk(
+                &target,
+                &target,
+                &root,
+                sel.as_ref(),
+                Path::new("/"),
+                fresh,
+                false,
+            );
+            (w.dirs, w.links, w.symlinks, w.unmatched, w.staged_roots)
         });
         let fetch = s.spawn(|| fetcher(remote, &keys, job_rx, sealed_tx, opts.overwrite, &shared));
         let open = s.spawn(|| opener(&keys, sealed_rx, piece_tx));
@@ -839,16 +957,16 @@ pub fn restore(
         {
             Written::Done(job, Ok(n)) => {
                 if job.node.nlink > 1 {
-                    link_targets.insert(job.path);
+                    link_targets.insert(job.shown);
                 }
                 report.files += 1;
                 report.bytes += n;
                 live.files += 1;
                 live.bytes += n;
             }
-            Written::Done(job, Err(why)) => {
-                report.failed.push(format!("{}: {why}", job.path.display()))
-            }
+            Written::Done(job, Err(why)) => report
+                .failed
+                .push(format!("{}: {why}", job.shown.display())),
             Written::NotCreated(path, e) => report.failed.push(format!("{}: {e}", path.display())),
             Written::WriteFailed(path, e) => write_failed(&mut fatal, report, &path, e),
         };
@@ -896,7 +1014,7 @@ pub fn restore(
         let writers_out = writers.into_iter().try_for_each(|w| w.join().map(|_| ()));
         (walker.join(), fetch.join(), open.join(), writers_out)
     });
-    let (dirs, links, symlinks, unmatched) = walker_out
+    let (dirs, links, symlinks, unmatched, staged_roots) = walker_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore walker crashed."))?;
     fetch_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore download crashed."))??;
@@ -908,8 +1026,20 @@ pub fn restore(
     })?;
     writers_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "A restore writer thread crashed."))?;
+    // Failed: the staging directories stay, and a re-run continues in them.
     if let Some(e) = fatal {
         return Err(e);
+    }
+    let mut unplaced = Vec::new();
+    for (staging, path) in staged_roots {
+        if let Err(e) = rename_new(&staging, &path) {
+            report.failed.push(format!(
+                "{}: restored, but left in {} because it could not be renamed into place ({e}); rename it yourself",
+                path.display(),
+                staging.display()
+            ));
+            unplaced.push(path);
+        }
     }
 
     for (link, first) in links {
@@ -937,6 +1067,9 @@ pub fn restore(
         }
     }
     for (path, node) in dirs.iter().rev() {
+        if unplaced.iter().any(|u| path.starts_with(u)) {
+            continue;
+        }
         let res = (|| -> std::io::Result<()> {
             if is_root() {
                 std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;

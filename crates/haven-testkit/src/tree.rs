@@ -195,3 +195,20 @@ pub fn copy_tree(from: &Path, to: &Path) {
         .unwrap();
     assert!(st.success());
 }
+
+/// Where a restore into `target` fills the backed-up absolute path
+/// `backed_up` until it is complete: below the hidden staging name of its
+/// first component (`/tmp/x/data` → `target/.tmp.haven-part/x/data`).
+pub fn staged_path(target: &Path, backed_up: &Path) -> std::path::PathBuf {
+    let mut parts = backed_up
+        .strip_prefix("/")
+        .unwrap_or(backed_up)
+        .components();
+    let top = parts.next().map(|c| c.as_os_str().as_bytes().to_vec());
+    let mut name = b".".to_vec();
+    name.extend_from_slice(&top.unwrap_or_default());
+    name.extend_from_slice(b".haven-part");
+    target
+        .join(std::ffi::OsStr::from_bytes(&name))
+        .join(parts.as_path())
+}
