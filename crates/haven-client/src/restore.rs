@@ -134,7 +134,7 @@ enum Piece {
     /// Small files.
     Files(Vec<SmallFile>),
     /// The start of a large file, its chunks one by one, its end.
-    Start(FileJob),
+    Start(Box<FileJob>),
     Chunk(Option<Vec<u8>>),
     End,
 }
@@ -501,7 +501,7 @@ fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
                         .collect();
                     vec![Piece::Files(files)]
                 }
-                Sealed::Start(job) => vec![Piece::Start(job)],
+                Sealed::Start(job) => vec![Piece::Start(Box::new(job))],
                 Sealed::Window(sealed) => {
                     open_chunks(sealed).into_iter().map(Piece::Chunk).collect()
                 }
@@ -980,7 +980,7 @@ pub fn restore(
                 Piece::Start(job) => {
                     let (tx, rx) = bounded(BIG_WINDOW);
                     large = Some(tx);
-                    task_tx.send(Task::Large(Box::new(job), rx)).is_ok()
+                    task_tx.send(Task::Large(job, rx)).is_ok()
                 }
                 Piece::Chunk(c) => {
                     // Fails only if the file failed already: that is reported.
