@@ -4,8 +4,8 @@
 use haven_format::blob::BlobKind;
 use haven_format::{BlobId, PackId};
 use haven_store::meta::{
-    AttemptRow, BLOB_DAMAGED, CategoryRow, EMAIL_TAKEN, INVITE_INVALID, NewAccount, NewSnapshot,
-    PackBlob,
+    AttemptRow, BLOB_DAMAGED, BlobLocation, CategoryRow, EMAIL_TAKEN, INVITE_INVALID, NewAccount,
+    NewSnapshot, PackBlob,
 };
 use haven_store::{LocalDirStore, MetaStore, ObjectStore, SqliteMeta, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -240,6 +240,18 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         "packs/a/1",
         "first location wins"
     );
+    // In request order, repeats answered twice, unknown ids as None.
+    let asked = [ids[3], BlobId([200; 32]), ids[4], ids[0], ids[3]];
+    let loc = m.blob_locations(a, &asked).await.expect("loc");
+    let want = |n: u8| {
+        Some(BlobLocation {
+            object_key: "packs/a/1".into(),
+            offset: 5 + n as u64,
+            length: 50,
+            hash: vec![n; 32],
+        })
+    };
+    assert_eq!(loc, vec![want(4), want(5), None, want(1), want(4)]);
     assert_eq!(
         m.blob_locations(b, &ids[..1]).await.expect("loc"),
         vec![None]
