@@ -544,7 +544,7 @@ impl<'a> Archiver<'a> {
             };
             let mut content = Vec::new();
             let mut size = 0u64;
-            for chunk in Chunker::new(&f, self.keys) {
+            for chunk in Chunker::new(&f, self.keys).expecting(before.len()) {
                 let data = match chunk {
                     Ok(d) => d,
                     Err(e) => {

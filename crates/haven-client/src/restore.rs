@@ -851,7 +851,7 @@ fn already_restored(keys: &Keys, path: &Path, node: &Node) -> bool {
         return false;
     }
     let mut ids = node.content.iter();
-    for chunk in haven_format::chunker::Chunker::new(&f, keys) {
+    for chunk in haven_format::chunker::Chunker::new(&f, keys).expecting(node.size) {
         let Ok(data) = chunk else { return false };
         if ids.next().map(|c| c.0) != Some(blob::blob_id(keys, BlobKind::Data, &data)) {
             return false;

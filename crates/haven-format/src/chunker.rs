@@ -25,6 +25,10 @@ pub const MAX_CHUNK: usize = 4 * 1024 * 1024;
 pub struct Chunker<R: Read> {
     state: State<R>,
     seed: u64,
+    /// The expected length of the stream, if known: the head is read into a
+    /// buffer of that size, in two reads for a small file instead of a
+    /// dozen growing ones.
+    hint: u64,
 }
 
 enum State<R: Read> {
@@ -44,8 +48,41 @@ impl<R: Read> Chunker<R> {
         Chunker {
             state: State::Start(reader),
             seed,
+            hint: 8 << 10,
         }
     }
+
+    /// Tells the chunker how long the stream should be (a file's size as
+    /// stat saw it). Only a hint: a stream of another length chunks the
+    /// same.
+    pub fn expecting(mut self, len: u64) -> Self {
+        self.hint = len;
+        self
+    }
+}
+
+/// Reads up to `limit` bytes, starting with a buffer one byte longer than
+/// `hint` (so a stream of that length ends with the read that finds its
+/// end) and doubling it as needed.
+fn read_head(reader: &mut impl Read, hint: u64, limit: usize) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; (hint.min(limit as u64) as usize + 1).min(limit)];
+    let mut n = 0;
+    loop {
+        if n == head.len() {
+            if n >= limit {
+                break;
+            }
+            head.resize((n * 2).min(limit), 0);
+        }
+        match reader.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    head.truncate(n);
+    Ok(head)
 }
 
 impl<R: Read> Iterator for Chunker<R> {
@@ -56,13 +93,10 @@ impl<R: Read> Iterator for Chunker<R> {
             let State::Start(mut reader) = std::mem::replace(&mut self.state, State::Done) else {
                 return None;
             };
-            let mut head = Vec::new();
-            if let Err(e) = (&mut reader)
-                .take(MIN_CHUNK as u64 + 1)
-                .read_to_end(&mut head)
-            {
-                return Some(Err(e));
-            }
+            let head = match read_head(&mut reader, self.hint, MIN_CHUNK + 1) {
+                Ok(h) => h,
+                Err(e) => return Some(Err(e)),
+            };
             if head.len() <= MIN_CHUNK {
                 return (!head.is_empty()).then_some(Ok(head));
             }
@@ -134,6 +168,36 @@ mod tests {
             .collect();
         assert_eq!(joined, data);
         assert!(lengths(&data, 9).iter().all(|&l| l <= MAX_CHUNK));
+    }
+
+    /// A reader that hands out at most 1000 bytes per read.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(1000);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_size_hint_never_changes_the_chunks() {
+        for len in [0, 1, 4095, MIN_CHUNK - 1, MIN_CHUNK, MIN_CHUNK + 1, 3 << 20] {
+            let data = noise(len, len as u64);
+            let want: Vec<Vec<u8>> = Chunker::with_seed(&data[..], 4)
+                .map(|c| c.expect("read"))
+                .collect();
+            assert_eq!(want.concat(), data);
+            for hint in [0, 1, len as u64, len as u64 + 1, len as u64 / 2, 1 << 40] {
+                let got: Vec<Vec<u8>> = Chunker::with_seed(Trickle(&data), 4)
+                    .expecting(hint)
+                    .map(|c| c.expect("read"))
+                    .collect();
+                assert_eq!(got, want, "length {len}, hint {hint}");
+            }
+        }
     }
 
     #[test]
