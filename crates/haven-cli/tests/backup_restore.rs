@@ -464,7 +464,8 @@ fn restore_onto_a_small_disk(
     assert!(!small.join(src.strip_prefix("/").unwrap()).exists());
     // Every file kept for the next run is complete; no temp file is left.
     let mut names = Vec::new();
-    for e in fs::read_dir(staged_path(&small, &src)).unwrap().flatten() {
+    let staged = staged_path(&small, &src).expect("a staging directory");
+    for e in fs::read_dir(staged).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         assert!(!name.starts_with('.'), "a temp file was left: {name}");
         assert_eq!(

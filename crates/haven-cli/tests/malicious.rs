@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use haven_client::{HttpRemote, Remote};
@@ -240,6 +241,47 @@ fn a_symlink_in_the_snapshot_or_in_the_target_is_never_followed() {
             .is_file()
     );
     assert_empty(&outside);
+}
+
+#[test]
+fn a_planted_staging_directory_is_never_written_through() {
+    let (tmp, _server, dev, outside) = setup();
+    let mut c = Crafter::new(&dev);
+    let f = c.file(b"pwned.txt", b"pwned");
+    let sub = c.tree(vec![f]);
+    let root = c.tree(vec![dir(b"docs", sub)]);
+    let id = c.commit(&dev, root);
+    let tag = haven_client::restore::staging_tag(&id, &[]);
+    let name = haven_client::restore::staging_name(b"docs", &tag);
+    let staging = |target: &Path| target.join(std::str::from_utf8(&name).unwrap());
+
+    // Where this restore would fill "docs": a symlink to the outside, in a
+    // target that is not empty (so a run of it may have been interrupted).
+    let target = tmp.path().join("target");
+    fs::create_dir_all(&target).unwrap();
+    fs::write(target.join("other"), b"x").unwrap();
+    std::os::unix::fs::symlink(&outside, staging(&target)).unwrap();
+    let (code, err) = restore(&dev, &id, &target, &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("in the way"), "{err}");
+    assert!(!target.join("docs").exists());
+    assert_empty(&outside);
+
+    // A directory others can write to is not taken for one either.
+    let target2 = tmp.path().join("target2");
+    fs::create_dir_all(staging(&target2)).unwrap();
+    fs::set_permissions(staging(&target2), fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, err) = restore(&dev, &id, &target2, &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("in the way"), "{err}");
+    assert!(fs::read_dir(staging(&target2)).unwrap().next().is_none());
+
+    // A private one of ours is continued in and moved into place.
+    fs::set_permissions(staging(&target2), fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, err) = restore(&dev, &id, &target2, &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(fs::read(target2.join("docs/pwned.txt")).unwrap(), b"pwned");
+    assert!(!staging(&target2).exists());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -146,10 +147,10 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
     let restored = out.join(src.strip_prefix("/").unwrap());
     // The restore fills the tree under a hidden staging name and renames it
     // into place when it is complete.
-    let staged = staged_path(&out, &src);
     let top = out.join(src.components().nth(1).unwrap());
     let complete = || {
-        fs::read_dir(&staged)
+        staged_path(&out, &src)
+            .and_then(|staged| fs::read_dir(staged).ok())
             .map(|d| {
                 d.flatten()
                     .filter(|e| fs::read(e.path()).ok() == fs::read(src.join(e.file_name())).ok())
@@ -171,6 +172,13 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
         done > 0 && done < 40,
         "the kill should land mid-restore ({done} files done)"
     );
+    // As if the kill had landed between files' last bytes and their
+    // metadata: the next run must still give them their mode and time.
+    let staged = staged_path(&out, &src).unwrap();
+    for e in fs::read_dir(&staged).unwrap().flatten() {
+        fs::set_permissions(e.path(), fs::Permissions::from_mode(0o600)).unwrap();
+        filetime::set_file_mtime(e.path(), filetime::FileTime::now()).unwrap();
+    }
     let r = b.json(&[
         "restore",
         "--device",
@@ -183,7 +191,11 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
     assert_eq!(r["files"].as_u64().unwrap(), 40 - done as u64);
     assert_eq!(r["skipped_existing"], 0);
     assert_same_tree(&src, &restored);
-    assert!(!staged.exists());
+    assert_eq!(
+        staged_path(&out, &src),
+        None,
+        "the staging directory is gone"
+    );
 }
 
 #[test]

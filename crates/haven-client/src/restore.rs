@@ -29,7 +29,7 @@ use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,42 +149,80 @@ fn filetime(t: Timestamp) -> FileTime {
 }
 
 /// The hidden name under which a directory this restore creates is filled:
-/// `.NAME.haven-part` beside where it belongs. Everything below it is
+/// `.NAME.haven-part-TAG` beside where it belongs. Everything below it is
 /// written under its own name, and the directory is renamed into place
 /// once every file in it is complete. So an interrupted restore never
 /// leaves a half-written file under its final path, and what a restore
 /// creates costs one rename per new top directory instead of one per file
-/// (a rename was 15% of a restore's CPU). A re-run continues in it.
-fn staging_name(name: &[u8]) -> Vec<u8> {
+/// (a rename was 15% of a restore's CPU). `tag` ([`staging_tag`]) names
+/// the restore: only a run of the same restore continues in it.
+pub fn staging_name(name: &[u8], tag: &str) -> Vec<u8> {
     let mut t = b".".to_vec();
     t.extend_from_slice(name);
-    t.extend_from_slice(b".haven-part");
+    t.extend_from_slice(b".haven-part-");
+    t.extend_from_slice(tag.as_bytes());
     t
+}
+
+/// What makes two restores the same one: the snapshot and the selected
+/// paths. A run of another snapshot or selection leaves an earlier run's
+/// staging directories alone (it warns about them) instead of finishing
+/// them with its own content.
+pub fn staging_tag(snapshot: &str, paths: &[PathBuf]) -> String {
+    let mut paths: Vec<&[u8]> = paths.iter().map(|p| p.as_os_str().as_bytes()).collect();
+    paths.sort_unstable();
+    let mut h = blake3::Hasher::new();
+    h.update(snapshot.as_bytes());
+    for p in paths {
+        h.update(b"\0");
+        h.update(p);
+    }
+    h.finalize().to_hex()[..12].to_string()
 }
 
 /// Renames `from` to `to` unless something is at `to` already: a
 /// directory a user made there during the restore is never replaced.
+/// File systems without `RENAME_NOREPLACE` (NFS, many FUSE ones) get a
+/// check, then a plain rename.
 fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
     let c = |p: &Path| {
         std::ffi::CString::new(p.as_os_str().as_bytes())
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
     };
-    let (from, to) = (c(from)?, c(to)?);
+    let (cfrom, cto) = (c(from)?, c(to)?);
     // SAFETY: both are NUL-terminated paths that outlive the call.
     let r = unsafe {
         libc::renameat2(
             libc::AT_FDCWD,
-            from.as_ptr(),
+            cfrom.as_ptr(),
             libc::AT_FDCWD,
-            to.as_ptr(),
+            cto.as_ptr(),
             libc::RENAME_NOREPLACE,
         )
     };
     if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
+        return Ok(());
     }
+    let e = std::io::Error::last_os_error();
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        return Err(e);
+    }
+    match fs::symlink_metadata(to) {
+        Ok(_) => Err(std::io::ErrorKind::AlreadyExists.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::rename(from, to),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets a restored file's owner (as root), mode and times through its open
+/// descriptor. The owner goes first: changing it clears set-id bits.
+fn set_file_meta(f: &File, node: &Node) -> std::io::Result<()> {
+    if is_root() {
+        std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid))?;
+    }
+    f.set_permissions(fs::Permissions::from_mode(node.mode))?;
+    let t = filetime(node.mtime);
+    filetime::set_file_handle_times(f, Some(t), Some(t))
 }
 
 /// Directories and files are created private and get their backed-up
@@ -193,9 +231,13 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new().mode(0o700).create(path)
 }
 
-fn is_root() -> bool {
+fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    unsafe { libc::geteuid() }
+}
+
+fn is_root() -> bool {
+    euid() == 0
 }
 
 #[derive(Default)]
@@ -203,6 +245,10 @@ struct Shared {
     failed: Vec<String>,
     warnings: Vec<String>,
     already_restored: u64,
+    /// Existing files left alone (no `--overwrite`).
+    skipped_existing: u64,
+    /// Files found already restored that other paths hard-link to.
+    kept_link_targets: Vec<PathBuf>,
 }
 
 /// Records a failed write; a full disk ends the restore.
@@ -215,7 +261,7 @@ fn write_failed(
     if e.kind() == std::io::ErrorKind::StorageFull {
         fatal.get_or_insert_with(|| {
             ClientError::new(ErrorCode::LocalIo, format!("The disk under {} is full; the restore stopped.", path.display()))
-                .fix("Free some space (or restore to another disk with --to), then run the same restore again: what is restored so far waits in hidden .NAME.haven-part directories, and the next run keeps it and goes on.")
+                .fix("Free some space (or restore to another disk with --to), then run the same restore again: what is restored so far waits in hidden .NAME.haven-part-TAG directories, and the next run keeps it and goes on.")
         });
     } else {
         report.failed.push(format!("{}: {e}", path.display()));
@@ -236,6 +282,8 @@ struct Walker<'a> {
     unmatched: Vec<PathBuf>,
     /// Staging directories and where each goes once complete.
     staged_roots: Vec<(PathBuf, PathBuf)>,
+    /// This restore's [`staging_tag`].
+    tag: &'a str,
 }
 
 impl Walker<'_> {
@@ -295,10 +343,58 @@ impl Walker<'_> {
             let created = self.ensure_dir(&path, shown, false, self.overwrite)?;
             return Some((path, created, false));
         }
-        let staging = dir.join(OsStr::from_bytes(&staging_name(name)));
-        let created = self.ensure_dir(&staging, shown, fresh, true)?;
+        let staging = dir.join(OsStr::from_bytes(&staging_name(name, self.tag)));
+        let created = if fresh {
+            self.ensure_dir(&staging, shown, true, false)?
+        } else {
+            self.warn_stale(dir, name);
+            match fs::symlink_metadata(&staging) {
+                // An earlier run of this restore: continue in it. Only a
+                // private directory of ours: nothing else is written into.
+                Ok(m) if m.is_dir() && m.uid() == euid() && m.mode() & 0o077 == 0 => false,
+                Ok(_) => {
+                    self.fail(
+                        shown,
+                        format!(
+                            "{} is in the way (this restore did not make it); remove it and run the restore again",
+                            staging.display()
+                        ),
+                    );
+                    return None;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    self.ensure_dir(&staging, shown, true, false)?
+                }
+                Err(e) => {
+                    self.fail(shown, e);
+                    return None;
+                }
+            }
+        };
         self.staged_roots.push((staging.clone(), path));
         Some((staging, created, true))
+    }
+
+    /// Warns about staging directories of `name` that another restore (of
+    /// another backup or selection) left when it was interrupted.
+    fn warn_stale(&self, dir: &Path, name: &[u8]) {
+        let prefix = staging_name(name, "");
+        let mine = staging_name(name, self.tag);
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let n = e.file_name();
+            if n.as_bytes().starts_with(&prefix)
+                && n.as_bytes() != mine.as_slice()
+                && let Ok(mut s) = self.shared.lock()
+            {
+                s.warnings.push(format!(
+                    "{} was left by an interrupted restore of another backup or selection; it is not used, remove it when you no longer need it",
+                    e.path().display()
+                ));
+            }
+        }
     }
 
     fn tree(&self, id: &TreeId, path: &Path) -> Option<Tree> {
@@ -551,15 +647,34 @@ fn fetcher(
     };
     for job in jobs {
         if !job.fresh && fs::symlink_metadata(&job.path).is_ok() {
-            if already_restored(keys, &job.path, &job.node) {
+            if let Some(f) = already_restored(keys, &job.path, &job.node) {
+                // In a staging directory an earlier run may have been
+                // stopped between a file's last byte and its metadata.
+                let meta = if job.staged {
+                    set_file_meta(&f, &job.node)
+                } else {
+                    Ok(())
+                };
                 if let Ok(mut s) = shared.lock() {
-                    s.already_restored += 1;
+                    match meta {
+                        Ok(()) => {
+                            s.already_restored += 1;
+                            if job.node.nlink > 1 {
+                                s.kept_link_targets.push(job.shown.clone());
+                            }
+                        }
+                        Err(e) => s.failed.push(format!(
+                            "{}: restored, but its metadata could not be set: {e}",
+                            job.shown.display()
+                        )),
+                    }
                 }
                 continue;
             }
             // In a staging directory, what is there is an earlier run's.
             if !overwrite && !job.staged {
                 if let Ok(mut s) = shared.lock() {
+                    s.skipped_existing += 1;
                     s.warnings
                         .push(format!("{} exists; left alone", job.shown.display()));
                 }
@@ -717,12 +832,7 @@ impl FileWriter {
             return (self.job, Err(why));
         }
         let res = (|| -> std::io::Result<()> {
-            if is_root() {
-                std::os::unix::fs::fchown(&f, Some(node.uid), Some(node.gid))?;
-            }
-            f.set_permissions(fs::Permissions::from_mode(node.mode))?;
-            let t = filetime(node.mtime);
-            filetime::set_file_handle_times(&f, Some(t), Some(t))?;
+            set_file_meta(&f, node)?;
             drop(f);
             if self.job.staged {
                 Ok(())
@@ -833,31 +943,29 @@ fn writer(tasks: Receiver<Task>, results: Sender<Written>, halted: &AtomicBool) 
     }
 }
 
-/// True if `path` already holds exactly the content of `node` (same size
-/// and the same chunk ids when re-chunked here): a previous, interrupted
-/// restore finished this file.
-fn already_restored(keys: &Keys, path: &Path, node: &Node) -> bool {
-    let Ok(f) = File::options()
+/// The file at `path`, if it already holds exactly the content of `node`
+/// (same size and the same chunk ids when re-chunked here): a previous,
+/// interrupted restore finished it.
+fn already_restored(keys: &Keys, path: &Path, node: &Node) -> Option<File> {
+    let f = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-    else {
-        return false;
-    };
+        .ok()?;
     if !f
         .metadata()
         .is_ok_and(|m| m.is_file() && m.len() == node.size)
     {
-        return false;
+        return None;
     }
     let mut ids = node.content.iter();
     for chunk in haven_format::chunker::Chunker::new(&f, keys).expecting(node.size) {
-        let Ok(data) = chunk else { return false };
+        let data = chunk.ok()?;
         if ids.next().map(|c| c.0) != Some(blob::blob_id(keys, BlobKind::Data, &data)) {
-            return false;
+            return None;
         }
     }
-    ids.next().is_none()
+    ids.next().is_none().then_some(f)
 }
 
 /// Restores a snapshot.
@@ -891,6 +999,7 @@ pub fn restore(
         sel_paths.push(crate::config::absolute(p)?);
     }
     let sel = (!sel_paths.is_empty()).then(|| PathTree::new(&sel_paths));
+    let tag = staging_tag(&record.id, &sel_paths);
     let shared = Mutex::new(Shared::default());
     let (job_tx, job_rx) = bounded::<FileJob>(1024);
     let (sealed_tx, sealed_rx) = bounded::<Sealed>(2);
@@ -929,6 +1038,7 @@ pub fn restore(
                 symlinks: 0,
                 unmatched: Vec::new(),
                 staged_roots: Vec::new(),
+                tag: &tag,
             };
             let _ = w.walk(
                 &target,
@@ -1042,7 +1152,20 @@ pub fn restore(
         }
     }
 
+    let kept = shared
+        .lock()
+        .map(|mut s| std::mem::take(&mut s.kept_link_targets))
+        .unwrap_or_default();
+    link_targets.extend(kept);
     for (link, first) in links {
+        // Something else took the place of a staging directory's final
+        // path: nothing is linked into it or out of it.
+        if unplaced
+            .iter()
+            .any(|u| link.starts_with(u) || first.starts_with(u))
+        {
+            continue;
+        }
         if fs::symlink_metadata(&link).is_ok() {
             if !opts.overwrite {
                 continue;
@@ -1085,7 +1208,10 @@ pub fn restore(
             ));
         }
     }
-    report.dirs = dirs.len() as u64;
+    report.dirs = dirs
+        .iter()
+        .filter(|(p, _)| !unplaced.iter().any(|u| p.starts_with(u)))
+        .count() as u64;
     report.symlinks = symlinks;
     for p in sel_paths
         .iter()
@@ -1097,7 +1223,7 @@ pub fn restore(
     }
     if let Ok(s) = shared.into_inner() {
         report.failed.extend(s.failed);
-        report.skipped_existing = s.warnings.len() as u64;
+        report.skipped_existing = s.skipped_existing;
         report.already_restored = s.already_restored;
         report.warnings.extend(s.warnings);
     }

@@ -197,18 +197,21 @@ pub fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Where a restore into `target` fills the backed-up absolute path
-/// `backed_up` until it is complete: below the hidden staging name of its
-/// first component (`/tmp/x/data` → `target/.tmp.haven-part/x/data`).
-pub fn staged_path(target: &Path, backed_up: &Path) -> std::path::PathBuf {
+/// `backed_up` until it is complete: below the hidden staging directory of
+/// its first component (`/tmp/x/data` → `target/.tmp.haven-part-TAG/x/data`),
+/// if there is one.
+pub fn staged_path(target: &Path, backed_up: &Path) -> Option<std::path::PathBuf> {
     let mut parts = backed_up
         .strip_prefix("/")
         .unwrap_or(backed_up)
         .components();
-    let top = parts.next().map(|c| c.as_os_str().as_bytes().to_vec());
-    let mut name = b".".to_vec();
-    name.extend_from_slice(&top.unwrap_or_default());
-    name.extend_from_slice(b".haven-part");
-    target
-        .join(std::ffi::OsStr::from_bytes(&name))
-        .join(parts.as_path())
+    let top = parts.next()?.as_os_str().as_bytes().to_vec();
+    let mut prefix = b".".to_vec();
+    prefix.extend_from_slice(&top);
+    prefix.extend_from_slice(b".haven-part-");
+    let staging = fs::read_dir(target)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().as_bytes().starts_with(&prefix))?;
+    Some(staging.path().join(parts.as_path()))
 }
