@@ -1079,8 +1079,9 @@ impl MetaStore for SqliteMeta {
                 }
             }
         }
-        // In key order, the inserts walk the index once instead of touching
-        // a random page per row: the transaction writes far fewer pages.
+        // In key order, the inserts walk the index once instead of jumping
+        // to a random page per row (sqlite3 shell, 20 transactions of 4,200
+        // random ids: 1.73-1.78 s in arrival order, 1.15-1.22 s sorted).
         new.sort_unstable_by_key(|b| b.id);
         for part in new.chunks(BATCH) {
             let sql = format!(
@@ -1221,10 +1222,10 @@ impl MetaStore for SqliteMeta {
         ids: &[BlobId],
     ) -> Result<Vec<Option<BlobLocation>>, StoreError> {
         // One query per few hundred ids, answered in one row: a restore
-        // asks for tens of thousands, and sqlx hands rows from its worker
-        // thread one at a time (a third of the server's CPU in a restore
-        // went to that and to the allocations per row). Each blob is a
-        // fixed-width hex record: id, hash, offset, length, pack index.
+        // asks for tens of thousands, and sqlx hands rows over from its
+        // worker thread one at a time, with allocations for each. Each blob
+        // is a fixed-width hex record: id, hash, offset, length, pack id;
+        // the packs' object keys are read once per batch.
         let mut conn = self.pool.acquire().await?;
         let mut found = std::collections::HashMap::with_capacity(ids.len());
         for part in ids.chunks(BATCH) {
