@@ -100,8 +100,14 @@ fn the_client_killed_anywhere_never_damages_a_backup_and_the_next_one_completes(
         let out = dev.run_env(&["backup", src.to_str().unwrap(), "--json"], &env);
         assert!(
             out.status.success(),
-            "round {it}: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "round {it} ({}): {}\n{}",
+            if it % 2 == 0 {
+                format!("crashed at {point}:{n}")
+            } else {
+                "killed at a random time".to_string()
+            },
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
         let list = dev.json(&["backups", "list", "--json"]);
         assert!(

@@ -75,7 +75,8 @@ enum Transient {
     Refused,
     Timeout,
     Broken(String),
-    Status(u16),
+    /// A 502–504 answer, with the server's own error when it sent one.
+    Status(u16, Option<ErrorEnvelope>),
 }
 
 /// `HAVEN_RETRY_SCALE` scales the pauses between retries (tests use a
@@ -201,7 +202,11 @@ impl HttpRemote {
             Transient::Broken(e) => ClientError::new(ErrorCode::NetworkUnreachable, format!("Cannot reach the Haven server at {base}: the connection kept failing ({e})."))
                 .fix("Check this device's network connection and the server URL.")
                 .fix("Run the command again: nothing already uploaded is lost, the backup resumes where it stopped."),
-            Transient::Status(code) => ClientError::new(ErrorCode::ServerUnavailable, format!("The server at {base} kept answering HTTP {code} (temporarily unavailable)."))
+            // The server said what went wrong (a 503 for its storage, say):
+            // that is the error, with what the server advises.
+            Transient::Status(_, Some(env)) => ClientError(Box::new(env.error))
+                .fix("This device retried for a while before giving up; run the command again later: nothing already uploaded is lost."),
+            Transient::Status(code, None) => ClientError::new(ErrorCode::ServerUnavailable, format!("The server at {base} kept answering HTTP {code} (temporarily unavailable)."))
                 .fix("Try again in a few minutes; if it persists, tell the server's operator."),
         }
     }
@@ -249,8 +254,12 @@ impl HttpRemote {
                             self.failures.store(0, Ordering::Relaxed);
                             return Ok(bytes.to_vec());
                         }
-                        Ok(_) if matches!(status.as_u16(), 502..=504) => {
-                            Transient::Status(status.as_u16())
+                        Ok(bytes) if matches!(status.as_u16(), 502..=504) => {
+                            let env = serde_json::from_slice::<ErrorEnvelope>(&bytes).ok();
+                            if let Some(env) = &env {
+                                tracing::debug!(path, code = ?env.error.code, message = %env.error.message, "the server is temporarily unavailable");
+                            }
+                            Transient::Status(status.as_u16(), env)
                         }
                         Ok(bytes) => {
                             self.failures.store(0, Ordering::Relaxed);

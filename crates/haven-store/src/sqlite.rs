@@ -694,6 +694,26 @@ const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.tim
      s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete, s.partial, s.categories, s.created \
      FROM snapshots s JOIN devices d ON d.id = s.device_id";
 
+/// Keeps a connection for the pool only if it holds no transaction.
+///
+/// A request whose client goes away is dropped wherever it waits (hyper
+/// cancels the handler). sqlx rolls back a dropped `Transaction`, but a
+/// drop between SQLite's `BEGIN IMMEDIATE` and the moment sqlx hands out
+/// the `Transaction` (sqlx-sqlite 0.8.6 awaits once more there) leaves the
+/// connection in a transaction nothing will end, holding the write lock:
+/// every later write then waits out the busy timeout and fails. Such a
+/// connection is closed, which rolls the transaction back. So is one whose
+/// dropped `Transaction` has its rollback still queued (only after an
+/// error or a cancellation): reopening costs far less than a check.
+async fn release_check(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    if conn.is_in_transaction() {
+        tracing::debug!("a connection was released inside a transaction; closing it");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 impl SqliteMeta {
     /// Opens (creating and migrating) the database file.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
@@ -712,6 +732,7 @@ impl SqliteMeta {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .after_release(|conn, _| Box::pin(release_check(conn)))
             .connect_with(opts)
             .await?;
         let me = SqliteMeta {

@@ -30,6 +30,7 @@ impl TestServer {
 
     /// Starts a server after `tweak` adjusted its config.
     pub fn start_with(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
+        capture_server_log();
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: data_dir.to_path_buf(),
@@ -85,6 +86,20 @@ impl TestServer {
         rt.block_on(haven_server::create_invite(&self.config, email, None))
             .unwrap()
     }
+}
+
+/// Sends the server's log (warnings and errors; `HAVEN_LOG` sets the
+/// filter) through the test harness's capture, so a failing test shows
+/// what the server said, and a passing one stays quiet. The server's
+/// threads are spawned from the test's, so they inherit its capture.
+fn capture_server_log() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HAVEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Already set by an earlier server in this test binary: fine.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 impl Drop for TestServer {
