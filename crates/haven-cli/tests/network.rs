@@ -283,3 +283,82 @@ fn when_the_network_never_recovers_the_error_names_the_cause() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["code"], "network_unreachable", "{v}");
 }
+
+/// Answers every request on a loopback port with `status` and `body`, as
+/// a server whose storage is failing (or a proxy in front of a dead
+/// server) does.
+fn always_answering(status: &'static str, body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut request = [0u8; 64 << 10];
+            let _ = conn.read(&mut request);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn a_server_that_keeps_failing_is_reported_with_its_own_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let args = |url: &str| -> Vec<String> {
+        [
+            "login",
+            "--server",
+            url,
+            "--email",
+            "x@example.org",
+            "--device",
+            "d",
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // The server said what failed: that is what the user reads, not just
+    // "HTTP 503", once the retries are spent.
+    let url = always_answering(
+        "503 Service Unavailable",
+        r#"{"error":{"code":"storage_unavailable","message":"The server could not read or write its storage.","fix":["Try again in a few minutes; nothing was lost."]}}"#,
+    );
+    let d = device(&tmp.path().join("a"), &url);
+    let a = args(&url);
+    let out = d.run_env(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("HAVEN_RETRY_SCALE", "0.01")],
+    );
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "storage_unavailable", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("storage"),
+        "{v}"
+    );
+    let fixes = v["error"]["fix"].to_string();
+    assert!(fixes.contains("Try again in a few minutes"), "{v}");
+    assert!(fixes.contains("retried"), "{v}");
+
+    // A 502 without a Haven error (a proxy's page): the generic answer.
+    let url = always_answering("502 Bad Gateway", "<html>bad gateway</html>");
+    let d = device(&tmp.path().join("b"), &url);
+    let a = args(&url);
+    let out = d.run_env(
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("HAVEN_RETRY_SCALE", "0.01")],
+    );
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "server_unavailable", "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("HTTP 502"),
+        "{v}"
+    );
+}
