@@ -271,7 +271,8 @@ pub fn run(command: Command) -> Result<u8> {
             command: BackupsCommand::Show { id, json },
         } => {
             let (_, profile, remote) = signed_in()?;
-            let snap = resolve(&remote, &profile, &id, None)?;
+            // Asked for by id: the answer says what deleting it frees.
+            let snap = remote.snapshot(&resolve(&remote, &profile, &id, None)?.id)?;
             let keys = profile.master_key()?.keys();
             let paths = haven_client::inspect::damaged_paths(&remote, &keys, &snap)?;
             if json {
@@ -384,7 +385,7 @@ fn resolve(
 ) -> Result<SnapshotRecord> {
     if id == "latest" {
         let dev = device.unwrap_or(&profile.device);
-        let all = remote.snapshots(Some(dev))?;
+        let all = remote.snapshots_brief(Some(dev))?;
         // The newest complete backup; a checkpoint only if nothing completed yet.
         let pick = all.iter().find(|s| s.complete).or(all.first()).cloned();
         return pick.ok_or_else(|| {
@@ -393,7 +394,7 @@ fn resolve(
         });
     }
     let lower = id.to_ascii_lowercase();
-    let all = remote.snapshots(device)?;
+    let all = remote.snapshots_brief(device)?;
     let mut matches = all.into_iter().filter(|s| s.id.starts_with(&lower));
     match (matches.next(), matches.next()) {
         (Some(s), None) if !lower.is_empty() => Ok(s),

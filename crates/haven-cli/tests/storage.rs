@@ -92,6 +92,12 @@ fn usage_is_exact_and_deleting_frees_exactly_what_was_announced() {
         freed < 1_000_000,
         "the photo is shared and not freed: {old}"
     );
+    let shown = dev.json(&["backups", "show", first["id"].as_str().unwrap(), "--json"]);
+    assert_eq!(
+        shown["freed_if_deleted"].as_u64().unwrap(),
+        freed,
+        "backups show says what deleting frees: {shown}"
+    );
     dev.json(&[
         "backups",
         "delete",

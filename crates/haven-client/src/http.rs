@@ -492,10 +492,23 @@ impl Remote for HttpRemote {
     }
 
     fn latest(&self, device: &str) -> Result<Option<SnapshotRecord>> {
-        // An older server ignores `limit` and sends them all, newest first.
-        let list: Vec<SnapshotRecord> =
-            self.get(&snapshots_query(&[("device", device), ("limit", "1")])?)?;
+        // An older server ignores `limit` and `freed` and sends them all,
+        // newest first.
+        let list: Vec<SnapshotRecord> = self.get(&snapshots_query(&[
+            ("device", device),
+            ("limit", "1"),
+            ("freed", "false"),
+        ])?)?;
         list.into_iter().next().map(checked).transpose()
+    }
+
+    fn snapshots_brief(&self, device: Option<&str>) -> Result<Vec<SnapshotRecord>> {
+        let mut query = vec![("freed", "false")];
+        if let Some(d) = device {
+            query.push(("device", d));
+        }
+        let list: Vec<SnapshotRecord> = self.get(&snapshots_query(&query)?)?;
+        list.into_iter().map(checked).collect()
     }
 
     fn snapshot(&self, id: &str) -> Result<SnapshotRecord> {

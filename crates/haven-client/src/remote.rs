@@ -28,6 +28,12 @@ pub trait Remote: Send + Sync {
     fn latest(&self, device: &str) -> Result<Option<SnapshotRecord>> {
         Ok(self.snapshots(Some(device))?.into_iter().next())
     }
+    /// Like [`Remote::snapshots`] for a caller that only picks one: the
+    /// server may leave `freed_if_deleted` at 0, which saves it a lookup
+    /// of every blob of every backup listed.
+    fn snapshots_brief(&self, device: Option<&str>) -> Result<Vec<SnapshotRecord>> {
+        self.snapshots(device)
+    }
     /// One snapshot.
     fn snapshot(&self, id: &str) -> Result<SnapshotRecord>;
     /// Deletes a snapshot.

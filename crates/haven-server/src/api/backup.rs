@@ -356,9 +356,13 @@ pub struct ListQuery {
     device: Option<String>,
     /// At most this many, newest first (a backup asks only for its parent).
     limit: Option<usize>,
+    /// `false`: leave `freed_if_deleted` at 0. Computing it looks up every
+    /// blob a backup references; a backup asking for its parent and a
+    /// restore resolving `latest` have no use for it.
+    freed: Option<bool>,
 }
 
-/// `GET /v1/snapshots[?device=NAME][&limit=N]`.
+/// `GET /v1/snapshots[?device=NAME][&limit=N][&freed=false]`.
 pub async fn list(
     State(state): State<SharedState>,
     caller: Caller,
@@ -371,7 +375,10 @@ pub async fn list(
     let rows = state.meta.snapshots(caller.account_id, device_id).await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows.into_iter().take(q.limit.unwrap_or(usize::MAX)) {
-        out.push(with_freed(&state, caller.account_id, r).await?);
+        out.push(match q.freed {
+            Some(false) => record(r),
+            _ => with_freed(&state, caller.account_id, r).await?,
+        });
     }
     Ok(Json(out))
 }
