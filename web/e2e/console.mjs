@@ -19,9 +19,21 @@ const browser = await chromium.launch({
 });
 const out = {};
 const external = [];
+// What the browser refused under the server's Content-Security-Policy.
+const blocked = [];
 try {
   const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => {
+      console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`);
+    });
+  });
   const page = await context.newPage();
+  page.on("console", (m) => {
+    if (m.text().includes("CSP violation") || m.text().includes("Content Security Policy")) {
+      blocked.push(m.text());
+    }
+  });
   page.on("request", (r) => {
     if (!r.url().startsWith(url)) external.push(r.url());
   });
@@ -88,6 +100,7 @@ try {
   await p2.screenshot({ path: `${shots}/link-used.png`, fullPage: true });
 } finally {
   out.external_requests = external;
+  out.csp_violations = blocked;
   await browser.close();
 }
 console.log(JSON.stringify(out));

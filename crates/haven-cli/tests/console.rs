@@ -91,6 +91,18 @@ fn every_page_and_action_with_permissions() {
     }
     let (status, page) = get(&format!("{url}/signin"), "");
     assert_eq!(status, 200);
+    let r = client().get(format!("{url}/signin")).send().unwrap();
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    for want in [
+        "default-src 'none'",
+        "script-src 'self' 'wasm-unsafe-eval'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(want), "{want} in {csp}");
+    }
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
     for want in [
         "<label for=\"email\">Email</label>",
         "<label for=\"password\">Password</label>",

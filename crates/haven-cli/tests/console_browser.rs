@@ -83,6 +83,11 @@ fn the_console_in_chromium() {
         serde_json::json!([]),
         "no request leaves the server"
     );
+    assert_eq!(
+        r["csp_violations"],
+        serde_json::json!([]),
+        "the console works within its Content-Security-Policy"
+    );
     assert_eq!(r["photos_before"], true);
     assert_eq!(r["photos_after"], false);
     let cats = dev.json(&["categories", "--json"]);

@@ -55,6 +55,38 @@ pub fn router() -> Router<SharedState> {
         .route("/link/{token}", get(link))
         .route("/v1/console/link", post(create_link))
         .route("/static/{file}", get(asset))
+        .layer(axum::middleware::from_fn(security_headers))
+}
+
+/// What the console's pages may load and do: only this server's scripts
+/// and styles (inline styles for the usage bars and htmx's indicator), the
+/// WebAssembly of the Argon2id in `kdf.js`, no frames, no plugins, forms
+/// only to this server.
+const CSP: &str = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers on every console answer. An injected script or stylesheet from
+/// elsewhere does not run (CSP); the page cannot be framed to trick a
+/// click; a one-time sign-in link in the address bar is not sent on as a
+/// referrer; no answer is sniffed into another type.
+async fn security_headers(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
 }
 
 /// A signed-in browser.
