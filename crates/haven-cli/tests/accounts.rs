@@ -101,6 +101,25 @@ fn recovery_key_sets_a_new_password_and_data_stays_readable() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f.txt"), "keep me").unwrap();
     dev.json(&["backup", src.to_str().unwrap(), "--json"]);
+    // A browser signed in to the console, and a link not used yet.
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let used = dev.json(&["console", "--json"]);
+    let r = http.get(used["url"].as_str().unwrap()).send().unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let devices = |cookie: &str| {
+        http.get(format!("{}/devices", server.url()))
+            .header("cookie", cookie)
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(devices(&cookie), 200);
+    let unused = dev.json(&["console", "--json"]);
 
     let new = device(tmp.path(), "b", &server, "a brand new password");
     let bad_key = "0".repeat(64);
@@ -141,6 +160,19 @@ fn recovery_key_sets_a_new_password_and_data_stays_readable() {
         "--json",
     ]);
 
+    // The browser was signed out, and the link is worthless.
+    assert_eq!(
+        devices(&cookie),
+        303,
+        "the console session outlived the reset"
+    );
+    assert_eq!(
+        http.get(unused["url"].as_str().unwrap())
+            .send()
+            .unwrap()
+            .status(),
+        410
+    );
     // The old device was signed out, the old password no longer works.
     assert_eq!(
         dev.error_code(&["backups", "list", "--json"]),

@@ -1823,6 +1823,15 @@ impl MetaStore for SqliteMeta {
         csrf: &str,
         expires: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Expired sessions and links are worthless: each new session
+        // clears them, so the tables hold only live ones.
+        for table in ["console_sessions", "console_links"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE expires <= ?"))
+                .bind(now_secs())
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "INSERT INTO console_sessions (hash, account_id, csrf, created, expires) VALUES (?, ?, ?, ?, ?)",
         )
@@ -1831,8 +1840,9 @@ impl MetaStore for SqliteMeta {
         .bind(csrf)
         .bind(now_secs())
         .bind(expires)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

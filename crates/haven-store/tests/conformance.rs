@@ -838,3 +838,46 @@ async fn a_store_call_cancelled_anywhere_never_keeps_the_write_lock() {
         assert_eq!(v, b"ok");
     }
 }
+
+/// Expired console sessions and links do not pile up: a new session
+/// clears them, and leaves live ones alone.
+#[tokio::test]
+async fn a_new_console_session_clears_expired_sessions_and_links() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("meta.db");
+    let m = SqliteMeta::open(&path).await.expect("open");
+    let a = m
+        .account_create(&account("s@x"), None)
+        .await
+        .expect("create");
+    m.console_session_create([1; 32], a, "c1", 1)
+        .await
+        .expect("old");
+    m.console_link_create([2; 32], a, 1)
+        .await
+        .expect("old link");
+    m.console_link_create([3; 32], a, i64::MAX)
+        .await
+        .expect("live link");
+    m.console_session_create([4; 32], a, "c4", i64::MAX)
+        .await
+        .expect("new");
+    let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("connect");
+    let mut hashes = Vec::new();
+    for table in ["console_sessions", "console_links"] {
+        let rows: Vec<(Vec<u8>,)> =
+            sqlx::query_as(&format!("SELECT hash FROM {table} ORDER BY hash"))
+                .fetch_all(&mut db)
+                .await
+                .expect("rows");
+        hashes.push(rows.into_iter().map(|(h,)| h[0]).collect::<Vec<_>>());
+    }
+    assert_eq!(hashes, vec![vec![4], vec![3]]);
+    assert_eq!(
+        m.console_session([4; 32]).await.expect("live"),
+        Some((a, "c4".to_string()))
+    );
+}
