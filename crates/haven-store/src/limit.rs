@@ -51,9 +51,27 @@ impl<S> CapacityLimit<S> {
     }
 }
 
+impl<S: ObjectStore> CapacityLimit<S> {
+    /// Whether `key` is stored (a retried upload puts a pack again). Keys
+    /// are content addresses: putting a stored key again replaces the
+    /// object with the same bytes and the total does not grow, so such a
+    /// put is neither counted nor refused. Two puts of one new key at once
+    /// both count it, until a delete recounts.
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.inner.get_ranges(key, Vec::new()).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        if self.exists(key).await? {
+            return self.inner.put(key, bytes).await;
+        }
         let len = bytes.len() as u64;
         self.reserve(len)?;
         let r = self.inner.put(key, bytes).await;
@@ -66,6 +84,9 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         path: &std::path::Path,
         len: u64,
     ) -> Result<(), StoreError> {
+        if self.exists(key).await? {
+            return self.inner.put_file(key, path, len).await;
+        }
         self.reserve(len)?;
         let r = self.inner.put_file(key, path, len).await;
         self.settle(r, len)
@@ -97,5 +118,34 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
 
     async fn total_bytes(&self) -> Result<u64, StoreError> {
         self.inner.total_bytes().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::LocalDirStore;
+
+    #[tokio::test]
+    async fn putting_a_stored_object_again_takes_no_more_room() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalDirStore::open(dir.path()).expect("open");
+        let s = CapacityLimit::new(store, 100).await.expect("limit");
+        s.put("p/a", vec![1; 60]).await.expect("first put");
+        // A retried upload of the same pack near the cap.
+        s.put("p/a", vec![1; 60])
+            .await
+            .expect("the same object again");
+        let staged = dir.path().join("staged");
+        std::fs::write(&staged, vec![1; 60]).expect("stage");
+        s.put_file("p/a", &staged, 60)
+            .await
+            .expect("and from a file");
+        s.put("p/b", vec![2; 40]).await.expect("what is left fits");
+        assert!(matches!(
+            s.put("p/c", vec![3; 1]).await,
+            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull
+        ));
+        assert_eq!(s.total_bytes().await.expect("total"), 100);
     }
 }
