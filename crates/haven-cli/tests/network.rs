@@ -198,6 +198,82 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
     );
 }
 
+/// Something takes a staging directory's final place while the restore
+/// fills it: the rename refuses to replace it (`RENAME_NOREPLACE`), what
+/// is there is left alone, and the restored tree stays whole where it is,
+/// named in the report.
+#[test]
+fn a_final_path_taken_during_the_restore_is_left_alone_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let src = tmp.path().join("data");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..12 {
+        fs::write(src.join(format!("f{i:02}")), noise(MIB as usize, 50 + i)).unwrap();
+    }
+    let a = device(&tmp.path().join("a"), &server.url());
+    a.signup("taken@example.org", "a");
+    a.json(&["backup", src.to_str().unwrap(), "--json"]);
+    let slow = FaultProxy::start(
+        server.addr,
+        Faults {
+            rate: Some(4 * MIB),
+            ..Default::default()
+        },
+    );
+    let b = device(&tmp.path().join("b"), &slow.url());
+    b.login("taken@example.org", "b");
+    let out = tmp.path().join("out");
+    let child = std::process::Command::new(BIN)
+        .args([
+            "restore",
+            "--device",
+            "a",
+            "--to",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+        .env("HAVEN_CONFIG_DIR", &b.config_dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while staged_path(&out, &src).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Someone else's directory appears where the restore's will go.
+    let top = out.join(src.components().nth(1).unwrap());
+    fs::create_dir(&top).unwrap();
+    fs::write(top.join("mine.txt"), "keep me").unwrap();
+    let done = child.wait_with_output().unwrap();
+    assert!(!done.status.success(), "a path that failed fails the run");
+    let r: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let failed = r["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1, "{r}");
+    let why = failed[0].as_str().unwrap();
+    assert!(why.contains("could not be renamed into place"), "{why}");
+    // Theirs, untouched.
+    let theirs: Vec<_> = fs::read_dir(&top)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(theirs, ["mine.txt"]);
+    assert_eq!(fs::read_to_string(top.join("mine.txt")).unwrap(), "keep me");
+    // Ours, whole, where the report says.
+    let staged = staged_path(&out, &src).unwrap();
+    let staging_root = out.join(
+        staged
+            .strip_prefix(&out)
+            .unwrap()
+            .components()
+            .next()
+            .unwrap(),
+    );
+    assert!(why.contains(staging_root.to_str().unwrap()), "{why}");
+    assert_same_tree(&src, &staged);
+}
+
 #[test]
 fn the_upload_limit_caps_the_rate() {
     let tmp = tempfile::tempdir().unwrap();
