@@ -17,12 +17,8 @@ const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   args: ["--no-sandbox"],
 });
-const out = {};
-const external = [];
-// What the browser refused under the server's Content-Security-Policy.
-const blocked = [];
-try {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+// A page whose policy violations are collected in `blocked`.
+async function watched(context) {
   await context.addInitScript(() => {
     document.addEventListener("securitypolicyviolation", (e) => {
       console.error(`CSP violation: ${e.violatedDirective} ${e.blockedURI}`);
@@ -34,6 +30,15 @@ try {
       blocked.push(m.text());
     }
   });
+  return page;
+}
+const out = {};
+const external = [];
+// What the browser refused under the server's Content-Security-Policy.
+const blocked = [];
+try {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  const page = await watched(context);
   page.on("request", (r) => {
     if (!r.url().startsWith(url)) external.push(r.url());
   });
@@ -89,11 +94,11 @@ try {
 
   // The one-time link: signs in once, never twice.
   const fresh = await browser.newContext();
-  const p1 = await fresh.newPage();
+  const p1 = await watched(fresh);
   await p1.goto(link);
   out.link_first = await p1.getByRole("heading", { name: "Storage", level: 1 }).isVisible();
   const again = await browser.newContext();
-  const p2 = await again.newPage();
+  const p2 = await watched(again);
   const second = await p2.goto(link);
   out.link_second_status = second.status();
   out.link_second_text = await p2.locator("main").innerText();

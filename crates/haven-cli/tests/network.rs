@@ -370,8 +370,28 @@ fn always_answering(status: &'static str, body: &'static str) -> String {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { return };
-            let mut request = [0u8; 64 << 10];
-            let _ = conn.read(&mut request);
+            // The whole request, so that closing never resets the
+            // connection under unread bytes: headers, then the body.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 16 << 10];
+            let complete = |r: &[u8]| {
+                let Some(end) = r.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    return false;
+                };
+                let head = String::from_utf8_lossy(&r[..end]).to_ascii_lowercase();
+                let body: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                r.len() >= end + 4 + body
+            };
+            while !complete(&request) {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
             let _ = write!(
                 conn,
                 "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

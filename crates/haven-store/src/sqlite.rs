@@ -703,8 +703,9 @@ const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.tim
 /// connection in a transaction nothing will end, holding the write lock:
 /// every later write then waits out the busy timeout and fails. Such a
 /// connection is closed, which rolls the transaction back. So is one whose
-/// dropped `Transaction` has its rollback still queued (only after an
-/// error or a cancellation): reopening costs far less than a check.
+/// dropped `Transaction` still has its rollback queued (after an error, a
+/// cancellation, or the rare paths that end a transaction by dropping it,
+/// such as a retried commit): reopening then costs little.
 async fn release_check(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
     use sqlx::Connection;
     if conn.is_in_transaction() {
