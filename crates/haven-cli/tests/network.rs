@@ -108,30 +108,45 @@ fn a_200_mib_backup_survives_a_slow_line_that_breaks_every_8_mib_and_restores_th
     assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
 }
 
-#[test]
-fn an_interrupted_restore_run_again_keeps_what_it_finished() {
-    let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
-    let src = tmp.path().join("data");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..40 {
-        fs::write(src.join(format!("f{i:02}")), noise(MIB as usize, i)).unwrap();
-    }
-    let a = device(&tmp.path().join("a"), &server.url());
-    a.signup("int@example.org", "a");
-    a.json(&["backup", src.to_str().unwrap(), "--json"]);
+/// A backup of `files` MiB-sized files from device "a", and a restore of
+/// it by device "b" through a 4 MiB/s proxy, running in the background
+/// into `out`. The server and proxy live as long as this.
+struct SlowRestore {
+    _server: TestServer,
+    _proxy: FaultProxy,
+    src: std::path::PathBuf,
+    out: std::path::PathBuf,
+    b: Device,
+    child: std::process::Child,
+}
 
-    let slow = FaultProxy::start(
+fn slow_restore(
+    tmp: &Path,
+    email: &str,
+    files: u64,
+    seed: u64,
+    stdout: std::process::Stdio,
+) -> SlowRestore {
+    let server = TestServer::start(&tmp.join("server"));
+    let src = tmp.join("data");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..files {
+        fs::write(src.join(format!("f{i:02}")), noise(MIB as usize, seed + i)).unwrap();
+    }
+    let a = device(&tmp.join("a"), &server.url());
+    a.signup(email, "a");
+    a.json(&["backup", src.to_str().unwrap(), "--json"]);
+    let proxy = FaultProxy::start(
         server.addr,
         Faults {
             rate: Some(4 * MIB),
             ..Default::default()
         },
     );
-    let b = device(&tmp.path().join("b"), &slow.url());
-    b.login("int@example.org", "b");
-    let out = tmp.path().join("out");
-    let mut child = std::process::Command::new(BIN)
+    let b = device(&tmp.join("b"), &proxy.url());
+    b.login(email, "b");
+    let out = tmp.join("out");
+    let child = std::process::Command::new(BIN)
         .args([
             "restore",
             "--device",
@@ -141,9 +156,37 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
             "--json",
         ])
         .env("HAVEN_CONFIG_DIR", &b.config_dir)
-        .stdout(std::process::Stdio::null())
+        .stdout(stdout)
         .spawn()
         .unwrap();
+    SlowRestore {
+        _server: server,
+        _proxy: proxy,
+        src,
+        out,
+        b,
+        child,
+    }
+}
+
+#[test]
+fn an_interrupted_restore_run_again_keeps_what_it_finished() {
+    let tmp = tempfile::tempdir().unwrap();
+    let SlowRestore {
+        src,
+        out,
+        b,
+        mut child,
+        // Bound, so they live to the end of the test.
+        _server,
+        _proxy,
+    } = slow_restore(
+        tmp.path(),
+        "int@example.org",
+        40,
+        0,
+        std::process::Stdio::null(),
+    );
     let restored = out.join(src.strip_prefix("/").unwrap());
     // The restore fills the tree under a hidden staging name and renames it
     // into place when it is complete.
@@ -205,38 +248,20 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
 #[test]
 fn a_final_path_taken_during_the_restore_is_left_alone_and_nothing_is_lost() {
     let tmp = tempfile::tempdir().unwrap();
-    let server = TestServer::start(&tmp.path().join("server"));
-    let src = tmp.path().join("data");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..12 {
-        fs::write(src.join(format!("f{i:02}")), noise(MIB as usize, 50 + i)).unwrap();
-    }
-    let a = device(&tmp.path().join("a"), &server.url());
-    a.signup("taken@example.org", "a");
-    a.json(&["backup", src.to_str().unwrap(), "--json"]);
-    let slow = FaultProxy::start(
-        server.addr,
-        Faults {
-            rate: Some(4 * MIB),
-            ..Default::default()
-        },
+    let SlowRestore {
+        src,
+        out,
+        child,
+        _server,
+        _proxy,
+        ..
+    } = slow_restore(
+        tmp.path(),
+        "taken@example.org",
+        12,
+        50,
+        std::process::Stdio::piped(),
     );
-    let b = device(&tmp.path().join("b"), &slow.url());
-    b.login("taken@example.org", "b");
-    let out = tmp.path().join("out");
-    let child = std::process::Command::new(BIN)
-        .args([
-            "restore",
-            "--device",
-            "a",
-            "--to",
-            out.to_str().unwrap(),
-            "--json",
-        ])
-        .env("HAVEN_CONFIG_DIR", &b.config_dir)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while staged_path(&out, &src).is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
