@@ -143,9 +143,10 @@ fn no_backup_while_a_condition_fails_then_one_when_all_hold() {
 #[test]
 fn a_backup_pauses_when_power_drops_and_resumes_without_sending_twice() {
     let (tmp, _server, dev) = signed_up(Path::new(BIN), "pause@example.org");
-    // More than the pipeline reads ahead of the uploads (about two packs),
-    // so the pause lands in the middle of the walk.
-    let files: Vec<(String, Vec<u8>)> = (0..20)
+    // Far more than the pipeline reads ahead of the uploads (its channels
+    // and two packs: with 20 such files, 80 MiB, the whole walk was done
+    // before the pause), so the pause lands in the middle of the walk.
+    let files: Vec<(String, Vec<u8>)> = (0..36)
         .map(|i| (format!("Documents/part{i}.bin"), noise(4 << 20, i)))
         .collect();
     let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use haven_format::{BlobId, PackId};
 use haven_proto::*;
 use reqwest::Method;
@@ -213,7 +214,7 @@ impl HttpRemote {
 
     /// Sends a request, retrying transient failures, and returns the body
     /// of a successful answer. An error answer becomes its `ClientError`.
-    fn send(&self, method: Method, path: &str, body: Body, timeout: Duration) -> Result<Vec<u8>> {
+    fn send(&self, method: Method, path: &str, body: Body, timeout: Duration) -> Result<Bytes> {
         let url = format!("{}{path}", self.base);
         let mut attempt = 0u32;
         loop {
@@ -252,7 +253,7 @@ impl HttpRemote {
                     match resp.bytes() {
                         Ok(bytes) if status.is_success() => {
                             self.failures.store(0, Ordering::Relaxed);
-                            return Ok(bytes.to_vec());
+                            return Ok(bytes);
                         }
                         Ok(bytes) if matches!(status.as_u16(), 502..=504) => {
                             let env = serde_json::from_slice::<ErrorEnvelope>(&bytes).ok();
@@ -329,9 +330,10 @@ impl HttpRemote {
 
 /// Records of a fetch answer: `Some(Some(blob))` found, `Some(None)`
 /// missing, `None` deferred (ask again).
-type FetchRecord = Option<Option<Vec<u8>>>;
+type FetchRecord = Option<Option<Bytes>>;
 
-fn parse_fetch(body: &[u8], ids: &[BlobId]) -> Result<Vec<FetchRecord>> {
+/// The blobs are views into `body`, not copies.
+fn parse_fetch(body: &Bytes, ids: &[BlobId]) -> Result<Vec<FetchRecord>> {
     let bad = || ClientError::corrupted("the blob download is malformed");
     let mut out = Vec::with_capacity(ids.len());
     let mut at = 0usize;
@@ -344,7 +346,10 @@ fn parse_fetch(body: &[u8], ids: &[BlobId]) -> Result<Vec<FetchRecord>> {
         at += 37;
         match head[32] {
             FETCH_FOUND => {
-                out.push(Some(Some(body.get(at..at + len).ok_or_else(bad)?.to_vec())));
+                if body.len() < at + len {
+                    return Err(bad());
+                }
+                out.push(Some(Some(body.slice(at..at + len))));
                 at += len;
             }
             FETCH_MISSING => out.push(Some(None)),
@@ -448,8 +453,8 @@ impl Remote for HttpRemote {
         }
     }
 
-    fn fetch(&self, ids: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>> {
-        let mut result: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+    fn fetch(&self, ids: &[BlobId]) -> Result<Vec<Option<Bytes>>> {
+        let mut result: Vec<Option<Bytes>> = vec![None; ids.len()];
         let mut pending: Vec<usize> = (0..ids.len()).collect();
         while !pending.is_empty() {
             let want: Vec<BlobId> = pending.iter().map(|&i| ids[i]).collect();

@@ -1,3 +1,4 @@
+use bytes::Bytes;
 use haven_format::{BlobId, PackId};
 use haven_proto::{
     Attempt, CategoryInfo, CategoryScan, CommitRequest, DeviceInfo, PlansResponse, SessionResponse,
@@ -19,7 +20,7 @@ pub trait Remote: Send + Sync {
     fn put_pack(&self, id: PackId, pack: Vec<u8>) -> Result<()>;
     /// Sealed blobs in request order; `None` where the server has none (or
     /// only a damaged copy).
-    fn fetch(&self, ids: &[BlobId]) -> Result<Vec<Option<Vec<u8>>>>;
+    fn fetch(&self, ids: &[BlobId]) -> Result<Vec<Option<Bytes>>>;
     /// Commits a snapshot.
     fn commit(&self, req: &CommitRequest) -> Result<SnapshotRecord>;
     /// Snapshots of the account, or of one device, newest first.

@@ -35,6 +35,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use filetime::FileTime;
 use haven_format::blob::{self, BlobKind};
@@ -121,9 +122,9 @@ struct FileJob {
 
 /// Downloaded, not yet opened: what the fetcher hands the opener.
 enum Sealed {
-    Whole(Vec<FileJob>, Vec<(BlobId, Option<Vec<u8>>)>),
+    Whole(Vec<FileJob>, Vec<(BlobId, Option<Bytes>)>),
     Start(FileJob),
-    Window(Vec<(BlobId, Option<Vec<u8>>)>),
+    Window(Vec<(BlobId, Option<Bytes>)>),
     End,
 }
 
@@ -546,7 +547,7 @@ impl Walker<'_> {
 }
 
 /// Opens downloaded chunks (`None`: missing or damaged), in order.
-fn open_part(keys: &Keys, part: Vec<(BlobId, Option<Vec<u8>>)>) -> Vec<Option<Vec<u8>>> {
+fn open_part(keys: &Keys, part: Vec<(BlobId, Option<Bytes>)>) -> Vec<Option<Vec<u8>>> {
     part.into_iter()
         .map(|(id, s)| blob::open(keys, BlobKind::Data, &id, &s?).ok())
         .collect()
@@ -556,7 +557,7 @@ fn open_part(keys: &Keys, part: Vec<(BlobId, Option<Vec<u8>>)>) -> Vec<Option<Ve
 /// thread opens the second half of every unit of more than a few chunks.
 fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
     std::thread::scope(|s| {
-        let (half_tx, half_rx) = bounded::<Vec<(BlobId, Option<Vec<u8>>)>>(1);
+        let (half_tx, half_rx) = bounded::<Vec<(BlobId, Option<Bytes>)>>(1);
         let (opened_tx, opened_rx) = bounded::<Vec<Option<Vec<u8>>>>(1);
         s.spawn(move || {
             for part in half_rx {
@@ -565,7 +566,7 @@ fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
                 }
             }
         });
-        let open_chunks = |sealed: Vec<(BlobId, Option<Vec<u8>>)>| {
+        let open_chunks = |sealed: Vec<(BlobId, Option<Bytes>)>| {
             if sealed.len() < 4 {
                 return open_part(keys, sealed);
             }
@@ -613,7 +614,7 @@ fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
 }
 
 /// Downloads chunks, still sealed, in order.
-fn download(remote: &dyn Remote, ids: Vec<BlobId>) -> Result<Vec<(BlobId, Option<Vec<u8>>)>> {
+fn download(remote: &dyn Remote, ids: Vec<BlobId>) -> Result<Vec<(BlobId, Option<Bytes>)>> {
     let mut out = Vec::with_capacity(ids.len());
     for part in ids.chunks(1000) {
         out.extend(part.iter().copied().zip(remote.fetch(part)?));

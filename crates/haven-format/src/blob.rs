@@ -15,13 +15,12 @@
 
 use std::io::Read;
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 
 use crate::FormatError;
 use crate::id::BlobId;
 use crate::keys::Keys;
+use crate::xaead;
 
 /// Version byte of a sealed blob.
 pub const BLOB_VERSION: u8 = 1;
@@ -208,9 +207,7 @@ fn seal_body(
     out.extend_from_slice(&nonce);
     out.push(codec);
     out.extend_from_slice(body);
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(&keys.seal_key));
-    let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad(kind, id), &mut out[25..])
+    let tag = xaead::seal_in_place(&keys.seal_key, &nonce, &aad(kind, id), &mut out[25..])
         .map_err(|_| FormatError::Malformed("blob too large to encrypt"))?;
     out.extend_from_slice(&tag);
     Ok(out)
@@ -243,16 +240,13 @@ pub fn open(
 ) -> Result<Vec<u8>, FormatError> {
     check_sealed_framing(sealed)?;
     let (head, rest) = sealed.split_at(25);
-    let (ct, tag) = rest.split_at(rest.len() - 16);
+    let (ct, tag) = rest.split_at(rest.len() - xaead::TAG_LEN);
+    let mut nonce = [0u8; 24];
+    nonce.copy_from_slice(&head[1..25]);
+    let mut tag_bytes = [0u8; xaead::TAG_LEN];
+    tag_bytes.copy_from_slice(tag);
     let mut buf = ct.to_vec();
-    let cipher = XChaCha20Poly1305::new(Key::from_slice(&keys.seal_key));
-    cipher
-        .decrypt_in_place_detached(
-            XNonce::from_slice(&head[1..25]),
-            &aad(kind, id),
-            &mut buf,
-            Tag::from_slice(tag),
-        )
+    xaead::open_in_place(&keys.seal_key, &nonce, &aad(kind, id), &mut buf, &tag_bytes)
         .map_err(|_| FormatError::Auth)?;
     let plaintext = match buf[0] {
         CODEC_RAW => {

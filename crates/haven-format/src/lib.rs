@@ -20,6 +20,7 @@ pub mod keys;
 pub mod pack;
 pub mod snapshot;
 pub mod tree;
+pub mod xaead;
 
 pub use error::FormatError;
 pub use id::{BlobId, ChunkId, PackId, TreeId};
