@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::{ObjectStore, StoreError};
 
@@ -100,7 +101,7 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         &self,
         key: &str,
         ranges: Vec<(u64, u32)>,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
+    ) -> Result<Vec<Bytes>, StoreError> {
         self.inner.get_ranges(key, ranges).await
     }
 

@@ -2,11 +2,13 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::{ObjectStore, StoreError, check_key};
 
@@ -180,22 +182,28 @@ impl ObjectStore for LocalDirStore {
         &self,
         key: &str,
         ranges: Vec<(u64, u32)>,
-    ) -> Result<Vec<Vec<u8>>, StoreError> {
+    ) -> Result<Vec<Bytes>, StoreError> {
         let path = self.path(key)?;
         blocking(move || {
-            let mut f = File::open(&path).map_err(not_found)?;
+            let f = File::open(&path).map_err(not_found)?;
             let size = f.metadata()?.len();
-            let mut out = Vec::with_capacity(ranges.len());
-            for (offset, len) in ranges {
+            for &(offset, len) in &ranges {
                 if offset.checked_add(len as u64).is_none_or(|end| end > size) {
                     return Err(StoreError::Invalid(format!(
                         "range {offset}+{len} beyond {size} bytes"
                     )));
                 }
-                f.seek(SeekFrom::Start(offset))?;
-                let mut buf = vec![0u8; len as usize];
-                f.read_exact(&mut buf)?;
-                out.push(buf);
+            }
+            let mut out = Vec::with_capacity(ranges.len());
+            for run in runs(&ranges) {
+                let (start, end) = (run[0].0, run[run.len() - 1].0 + run[run.len() - 1].1 as u64);
+                let mut buf = vec![0u8; (end - start) as usize];
+                f.read_exact_at(&mut buf, start)?;
+                let buf = Bytes::from(buf);
+                for &(offset, len) in run {
+                    let at = (offset - start) as usize;
+                    out.push(buf.slice(at..at + len as usize));
+                }
             }
             Ok(out)
         })
@@ -271,4 +279,33 @@ impl ObjectStore for LocalDirStore {
         })
         .await
     }
+}
+
+/// Bytes between two ranges that a read still spans rather than being
+/// split in two, and the most one read spans.
+const RUN_GAP: u64 = 64 << 10;
+const RUN_SPAN: u64 = 8 << 20;
+
+/// Splits ranges (already checked to lie in the object) into runs that are
+/// each read with one `pread`: a restore asks for a pack's blobs in the
+/// order they were written, mostly back to back. A run only goes forward,
+/// skips at most `RUN_GAP` bytes at a time and spans at most `RUN_SPAN`
+/// (or one range, however long).
+fn runs(ranges: &[(u64, u32)]) -> Vec<&[(u64, u32)]> {
+    let mut out = Vec::new();
+    let mut first = 0;
+    for i in 1..=ranges.len() {
+        let split = ranges.get(i).is_none_or(|&(offset, len)| {
+            let (start, prev) = (ranges[first].0, ranges[i - 1]);
+            let prev_end = prev.0 + prev.1 as u64;
+            offset < prev_end
+                || offset - prev_end > RUN_GAP
+                || offset + len as u64 - start > RUN_SPAN
+        });
+        if split {
+            out.push(&ranges[first..i]);
+            first = i;
+        }
+    }
+    out
 }

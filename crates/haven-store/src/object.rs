@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::StoreError;
 
@@ -44,7 +45,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         &self,
         key: &str,
         ranges: Vec<(u64, u32)>,
-    ) -> Result<Vec<Vec<u8>>, StoreError>;
+    ) -> Result<Vec<Bytes>, StoreError>;
     /// Removes an object; absent objects are not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Keys that start with `prefix`, sorted.

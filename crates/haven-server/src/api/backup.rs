@@ -1,6 +1,7 @@
 //! Devices, blobs, packs and snapshots.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use haven_format::BlobId;
@@ -145,11 +146,7 @@ pub async fn fetch(
 }
 
 /// A blob read from its current location, if intact.
-async fn read_again(
-    state: &SharedState,
-    account_id: i64,
-    id: &BlobId,
-) -> ApiResult<Option<Vec<u8>>> {
+async fn read_again(state: &SharedState, account_id: i64, id: &BlobId) -> ApiResult<Option<Bytes>> {
     let Some(Some(loc)) = state.meta.blob_locations(account_id, &[*id]).await?.pop() else {
         return Ok(None);
     };
