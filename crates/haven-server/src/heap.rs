@@ -21,8 +21,9 @@ const MMAP_THRESHOLD: i32 = 8 << 20;
 /// download answer and pack read was returned on free and faulted in and
 /// zeroed again by the next: 10% of the server's time in a restore went to
 /// page faults. With 16 MiB kept, its CPU time for a restore of the
-/// benchmark dataset fell from 110–124 to 96–102 ticks of 10 ms, and its
-/// peak memory stayed at 81–101 MB (PERFORMANCE.md, round 10).
+/// benchmark dataset fell from 111–121 to 95–100 ticks of 10 ms
+/// (PERFORMANCE.md, round 10); its peak memory over a first backup and a
+/// restore of that dataset was 67–75 MB.
 const TRIM_THRESHOLD: i32 = 16 << 20;
 
 /// Call once at start, before the large allocations begin.

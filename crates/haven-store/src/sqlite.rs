@@ -55,11 +55,6 @@ struct SetCache {
 /// How many ids the cache holds at most (32 bytes each: 16 MiB).
 const CACHE_IDS: usize = 1 << 19;
 
-/// How much of the database file each connection reads through a shared
-/// memory map instead of copying pages into its own cache: a restore
-/// looks up every blob it downloads.
-const MMAP_BYTES: u64 = 1 << 30;
-
 impl std::fmt::Debug for SetCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SetCache")
@@ -735,8 +730,7 @@ impl SqliteMeta {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true)
-            .pragma("mmap_size", MMAP_BYTES.to_string());
+            .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
             .after_release(|conn, _| Box::pin(release_check(conn)))
