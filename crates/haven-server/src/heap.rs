@@ -21,9 +21,10 @@ const MMAP_THRESHOLD: i32 = 8 << 20;
 /// download answer and pack read was returned on free and faulted in and
 /// zeroed again by the next: 10% of the server's time in a restore went to
 /// page faults. With 16 MiB kept, its CPU time for a restore of the
-/// benchmark dataset fell from 111–121 to 95–100 ticks of 10 ms
-/// (PERFORMANCE.md, round 10); its peak memory over a first backup and a
-/// restore of that dataset was 67–75 MB.
+/// benchmark dataset fell from 141–161 to 111–126 ticks of 10 ms over three
+/// alternating pairs (PERFORMANCE.md, round 10), its peak memory in those
+/// restores rose from 32–34 to 43–51 MB, and over a first backup and a
+/// restore of that dataset it peaked at 67–75 MB.
 const TRIM_THRESHOLD: i32 = 16 << 20;
 
 /// Call once at start, before the large allocations begin.
