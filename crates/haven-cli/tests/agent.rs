@@ -66,10 +66,10 @@ fn backups(dev: &Device) -> Vec<serde_json::Value> {
         .clone()
 }
 
-fn home_with(tmp: &Path, files: &[(&str, Vec<u8>)]) -> PathBuf {
+fn home_with<S: AsRef<str>>(tmp: &Path, files: &[(S, Vec<u8>)]) -> PathBuf {
     let home = tmp.join("home");
     for (name, content) in files {
-        let p = home.join(name);
+        let p = home.join(name.as_ref());
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, content).unwrap();
     }
@@ -149,8 +149,7 @@ fn a_backup_pauses_when_power_drops_and_resumes_without_sending_twice() {
     let files: Vec<(String, Vec<u8>)> = (0..36)
         .map(|i| (format!("Documents/part{i}.bin"), noise(4 << 20, i)))
         .collect();
-    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
-    let home = home_with(tmp.path(), &refs);
+    let home = home_with(tmp.path(), &files);
     let total: u64 = files.iter().map(|(_, c)| c.len() as u64).sum();
     fs::write(
         dev.config_dir.join("config.toml"),

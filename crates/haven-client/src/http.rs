@@ -346,10 +346,8 @@ fn parse_fetch(body: &Bytes, ids: &[BlobId]) -> Result<Vec<FetchRecord>> {
         at += 37;
         match head[32] {
             FETCH_FOUND => {
-                if body.len() < at + len {
-                    return Err(bad());
-                }
-                out.push(Some(Some(body.slice(at..at + len))));
+                let end = at.checked_add(len).filter(|&e| e <= body.len());
+                out.push(Some(Some(body.slice(at..end.ok_or_else(bad)?))));
                 at += len;
             }
             FETCH_MISSING => out.push(Some(None)),

@@ -13,7 +13,8 @@
 //! backup, and its memory was well within bounds anyway.
 
 /// Allocations at least this large get their own mapping: the 16 MiB pack
-/// buffers, not the 4 MiB download answers or the 1 MiB write buffers.
+/// buffers, not the 4 MiB download answers, the pack reads of up to 8 MiB
+/// behind them or the 1 MiB write buffers.
 const MMAP_THRESHOLD: i32 = 8 << 20;
 
 /// Free memory a heap keeps at its top before giving it back. A fixed
@@ -24,7 +25,9 @@ const MMAP_THRESHOLD: i32 = 8 << 20;
 /// benchmark dataset fell from 141–161 to 111–126 ticks of 10 ms over three
 /// alternating pairs (PERFORMANCE.md, round 10), its peak memory in those
 /// restores rose from 32–34 to 43–51 MB, and over a first backup and a
-/// restore of that dataset it peaked at 67–75 MB.
+/// restore of that dataset it peaked at 67–75 MB. The threshold holds for
+/// each of glibc's heaps (up to eight per core), so a server with many
+/// cores and many busy threads may keep more; measured on two cores only.
 const TRIM_THRESHOLD: i32 = 16 << 20;
 
 /// Call once at start, before the large allocations begin.
