@@ -52,25 +52,15 @@ impl<S> CapacityLimit<S> {
     }
 }
 
-impl<S: ObjectStore> CapacityLimit<S> {
-    /// Whether `key` is stored (a retried upload puts a pack again). Keys
-    /// are content addresses: putting a stored key again replaces the
-    /// object with the same bytes and the total does not grow, so such a
-    /// put is neither counted nor refused. Two puts of one new key at once
-    /// both count it, until a delete recounts.
-    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        match self.inner.get_ranges(key, Vec::new()).await {
-            Ok(_) => Ok(true),
-            Err(StoreError::NotFound) => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-}
-
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
     async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
-        if self.exists(key).await? {
+        // Keys are content addresses: putting a stored key again (a
+        // retried upload) replaces the object with the same bytes and the
+        // total does not grow, so such a put is neither counted nor
+        // refused. Two puts of one new key at once both count it, until a
+        // delete recounts.
+        if self.inner.exists(key).await? {
             return self.inner.put(key, bytes).await;
         }
         let len = bytes.len() as u64;
@@ -85,7 +75,7 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         path: &std::path::Path,
         len: u64,
     ) -> Result<(), StoreError> {
-        if self.exists(key).await? {
+        if self.inner.exists(key).await? {
             return self.inner.put_file(key, path, len).await;
         }
         self.reserve(len)?;
@@ -103,6 +93,10 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         ranges: Vec<(u64, u32)>,
     ) -> Result<Vec<Bytes>, StoreError> {
         self.inner.get_ranges(key, ranges).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.exists(key).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
