@@ -18,6 +18,14 @@ fn device(dir: &Path, url: &str) -> Device {
     Device::new(Path::new(BIN), dir, url, "correct horse battery")
 }
 
+/// Makes a device talk to the server at `url` from now on.
+fn point_at(d: &Device, url: &str) {
+    let path = d.config_dir.join("device.json");
+    let mut profile: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    profile["server"] = url.into();
+    fs::write(path, serde_json::to_vec(&profile).unwrap()).unwrap();
+}
+
 fn fast_retries(d: &Device, args: &[&str]) -> serde_json::Value {
     let out = d.run_env(args, &[("HAVEN_RETRY_SCALE", "0.2")]);
     assert!(
@@ -156,6 +164,8 @@ fn slow_restore(
             "--json",
         ])
         .env("HAVEN_CONFIG_DIR", &b.config_dir)
+        // A test that takes the line away needs no minutes of retries.
+        .env("HAVEN_RETRY_SCALE", "0.01")
         .stdout(stdout)
         .spawn()
         .unwrap();
@@ -166,6 +176,26 @@ fn slow_restore(
         out,
         b,
         child,
+    }
+}
+
+/// Files of the restore of `src` into `out` that are complete, bit for
+/// bit, in its staging directory.
+fn staged_complete(out: &Path, src: &Path) -> usize {
+    staged_path(out, src)
+        .and_then(|staged| fs::read_dir(staged).ok())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| fs::read(e.path()).ok() == fs::read(src.join(e.file_name())).ok())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn wait_for_first_files(out: &Path, src: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while staged_complete(out, src) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -191,21 +221,9 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
     // The restore fills the tree under a hidden staging name and renames it
     // into place when it is complete.
     let top = out.join(src.components().nth(1).unwrap());
-    let complete = || {
-        staged_path(&out, &src)
-            .and_then(|staged| fs::read_dir(staged).ok())
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| fs::read(e.path()).ok() == fs::read(src.join(e.file_name())).ok())
-                    .count()
-            })
-            .unwrap_or(0)
-    };
+    let complete = || staged_complete(&out, &src);
     // Kill as soon as the first files are complete.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while complete() == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_first_files(&out, &src);
     child.kill().unwrap();
     child.wait().unwrap();
     // Nothing sits under a final name: the tree appears whole or not at all.
@@ -239,6 +257,62 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
         None,
         "the staging directory is gone"
     );
+}
+
+/// The server goes away in the middle of a restore, while two downloads
+/// are under way: the restore stops with an error that names the cause and
+/// what to do, nothing appears under its final name, and a run against the
+/// server again keeps what the first one finished and restores the rest.
+#[test]
+fn a_restore_whose_server_goes_away_stops_with_the_cause_and_a_rerun_finishes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let SlowRestore {
+        src,
+        out,
+        b,
+        child,
+        _server: server,
+        _proxy: proxy,
+    } = slow_restore(
+        tmp.path(),
+        "gone@example.org",
+        40,
+        100,
+        std::process::Stdio::piped(),
+    );
+    wait_for_first_files(&out, &src);
+    drop(proxy); // open connections break and new ones are refused
+    let done = child.wait_with_output().unwrap();
+    assert!(!done.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let code = v["error"]["code"].as_str().unwrap();
+    assert!(
+        code == "server_unavailable" || code == "network_unreachable",
+        "{v}"
+    );
+    assert!(!v["error"]["fix"].as_array().unwrap().is_empty(), "{v}");
+    let top = out.join(src.components().nth(1).unwrap());
+    assert!(!top.exists(), "nothing is under its final name");
+    let finished = staged_complete(&out, &src);
+    assert!(
+        finished > 0 && finished < 40,
+        "the line should go mid-restore ({finished} files done)"
+    );
+
+    point_at(&b, &server.url());
+    let r = b.json(&[
+        "restore",
+        "--device",
+        "a",
+        "--to",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    let kept = r["already_restored"].as_u64().unwrap();
+    assert!(kept >= finished as u64, "{r}");
+    assert_eq!(kept + r["files"].as_u64().unwrap(), 40, "{r}");
+    assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+    assert_eq!(staged_path(&out, &src), None);
 }
 
 /// Something takes a staging directory's final place while the restore
@@ -369,14 +443,7 @@ fn when_the_network_never_recovers_the_error_names_the_cause() {
     );
     let b = device(&tmp.path().join("b"), &server.url());
     b.signup("hopeless@example.org", "b");
-    let mut profile: serde_json::Value =
-        serde_json::from_slice(&fs::read(b.config_dir.join("device.json")).unwrap()).unwrap();
-    profile["server"] = hopeless.url().into();
-    fs::write(
-        b.config_dir.join("device.json"),
-        serde_json::to_vec(&profile).unwrap(),
-    )
-    .unwrap();
+    point_at(&b, &hopeless.url());
     let out = b.run_env(
         &["backup", src.to_str().unwrap(), "--json"],
         &[("HAVEN_RETRY_SCALE", "0.01")],

@@ -2,14 +2,14 @@
 //!
 //! ```text
 //! walker thread: trees ─ create dirs, symlinks ─▶ file jobs
-//! fetcher thread: batch chunk ids ─ download ─▶ sealed chunks
+//! fetcher thread: batch chunk ids ─▶ download threads (two) ─▶ sealed chunks, in order
 //! opener thread (and its helper): authenticate, decompress, hash ─▶ pieces
 //! main thread: hand files to the writers ─▶ writer threads: write files ─▶ results
 //! main thread, at the end: hard links, then directory metadata (deepest first)
 //! ```
 //!
 //! The stages overlap: while one batch is written, the next is opened and
-//! the one after that downloads. A large file goes to one writer, its
+//! the two after that download. A large file goes to one writer, its
 //! chunks following through a channel of its own, while the other writers
 //! go on with the small files after it. Every hand-off is bounded, so memory stays
 //! a few batches whatever the snapshot's size.
@@ -122,11 +122,21 @@ struct FileJob {
 
 /// Downloaded, not yet opened: what the fetcher hands the opener.
 enum Sealed {
-    Whole(Vec<FileJob>, Vec<(BlobId, Option<Bytes>)>),
+    Whole(Vec<FileJob>, Pending),
     Start(FileJob),
-    Window(Vec<(BlobId, Option<Bytes>)>),
+    Window(Pending),
     End,
 }
+
+/// Chunks, still sealed, in order (`None`: missing or damaged).
+type Chunks = Vec<(BlobId, Option<Bytes>)>;
+/// A download under way: its chunks once it is done.
+type Pending = Receiver<Result<Chunks>>;
+
+/// Downloads running at once. With one, the server's work on a request
+/// and the client's on the previous answer took turns more than they
+/// overlapped.
+const DOWNLOADS: usize = 2;
 
 /// A small file with all its chunks (`None`: missing or damaged).
 type SmallFile = (FileJob, Vec<Option<Vec<u8>>>);
@@ -547,7 +557,7 @@ impl Walker<'_> {
 }
 
 /// Opens downloaded chunks (`None`: missing or damaged), in order.
-fn open_part(keys: &Keys, part: Vec<(BlobId, Option<Bytes>)>) -> Vec<Option<Vec<u8>>> {
+fn open_part(keys: &Keys, part: Chunks) -> Vec<Option<Vec<u8>>> {
     part.into_iter()
         .map(|(id, s)| blob::open(keys, BlobKind::Data, &id, &s?).ok())
         .collect()
@@ -555,7 +565,12 @@ fn open_part(keys: &Keys, part: Vec<(BlobId, Option<Bytes>)>) -> Vec<Option<Vec<
 
 /// Turns downloaded chunks into verified pieces for the writers. A helper
 /// thread opens the second half of every unit of more than a few chunks.
-fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
+fn opener(
+    keys: &Keys,
+    rx: Receiver<Sealed>,
+    out: Sender<Piece>,
+    failed: &Mutex<Option<ClientError>>,
+) {
     std::thread::scope(|s| {
         let (half_tx, half_rx) = bounded::<Vec<(BlobId, Option<Bytes>)>>(1);
         let (opened_tx, opened_rx) = bounded::<Vec<Option<Vec<u8>>>>(1);
@@ -585,9 +600,23 @@ fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
             }
             opened
         };
+        // The chunks of a download, or why it failed: then the restore stops.
+        let arrived = |pending: Pending| match pending.recv() {
+            Ok(Ok(sealed)) => Some(sealed),
+            Ok(Err(e)) => {
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert(e);
+                }
+                None
+            }
+            Err(_) => None,
+        };
         for unit in rx {
             let pieces: Vec<Piece> = match unit {
-                Sealed::Whole(jobs, sealed) => {
+                Sealed::Whole(jobs, pending) => {
+                    let Some(sealed) = arrived(pending) else {
+                        return;
+                    };
                     let mut chunks = open_chunks(sealed).into_iter();
                     let files = jobs
                         .into_iter()
@@ -599,7 +628,10 @@ fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
                     vec![Piece::Files(files)]
                 }
                 Sealed::Start(job) => vec![Piece::Start(Box::new(job))],
-                Sealed::Window(sealed) => {
+                Sealed::Window(pending) => {
+                    let Some(sealed) = arrived(pending) else {
+                        return;
+                    };
                     open_chunks(sealed).into_iter().map(Piece::Chunk).collect()
                 }
                 Sealed::End => vec![Piece::End],
@@ -614,7 +646,7 @@ fn opener(keys: &Keys, rx: Receiver<Sealed>, out: Sender<Piece>) {
 }
 
 /// Downloads chunks, still sealed, in order.
-fn download(remote: &dyn Remote, ids: Vec<BlobId>) -> Result<Vec<(BlobId, Option<Bytes>)>> {
+fn download(remote: &dyn Remote, ids: Vec<BlobId>) -> Result<Chunks> {
     let mut out = Vec::with_capacity(ids.len());
     for part in ids.chunks(1000) {
         out.extend(part.iter().copied().zip(remote.fetch(part)?));
@@ -622,29 +654,48 @@ fn download(remote: &dyn Remote, ids: Vec<BlobId>) -> Result<Vec<(BlobId, Option
     Ok(out)
 }
 
+/// A download asked of the download threads, and where its answer goes.
+type Request = (Vec<BlobId>, Sender<Result<Chunks>>);
+
+/// A download thread.
+fn downloader(remote: &dyn Remote, requests: Receiver<Request>) {
+    for (ids, reply) in requests {
+        let _ = reply.send(download(remote, ids));
+    }
+}
+
+/// Starts a download on a free download thread (waiting for one); `None`
+/// once the restore is stopping.
+fn start(requests: &Sender<Request>, ids: Vec<BlobId>) -> Option<Pending> {
+    let (reply, pending) = bounded(1);
+    requests.send((ids, reply)).ok()?;
+    Some(pending)
+}
+
+/// Batches file jobs into downloads, handed on in order.
 fn fetcher(
-    remote: &dyn Remote,
     keys: &Keys,
     jobs: Receiver<FileJob>,
+    requests: Sender<Request>,
     out: Sender<Sealed>,
     overwrite: bool,
     shared: &Mutex<Shared>,
-) -> Result<()> {
+) {
     let mut batch: Vec<FileJob> = Vec::new();
     let mut batch_bytes = 0u64;
     let mut batch_chunks = 0usize;
-    let flush = |batch: &mut Vec<FileJob>| -> Result<bool> {
+    let flush = |batch: &mut Vec<FileJob>| -> bool {
         let ids: Vec<BlobId> = batch
             .iter()
             .flat_map(|j| j.node.content.iter().map(|c| c.0))
             .collect();
         if ids.is_empty() && batch.is_empty() {
-            return Ok(true);
+            return true;
         }
-        let sealed = download(remote, ids)?;
-        Ok(out
-            .send(Sealed::Whole(std::mem::take(batch), sealed))
-            .is_ok())
+        start(&requests, ids).is_some_and(|pending| {
+            out.send(Sealed::Whole(std::mem::take(batch), pending))
+                .is_ok()
+        })
     };
     for job in jobs {
         if !job.fresh && fs::symlink_metadata(&job.path).is_ok() {
@@ -691,9 +742,9 @@ fn fetcher(
             if (batch.len() >= BATCH_FILES
                 || batch_bytes >= BATCH_BYTES
                 || batch_chunks >= BATCH_CHUNKS)
-                && !flush(&mut batch)?
+                && !flush(&mut batch)
             {
-                return Ok(());
+                return;
             }
             if batch.is_empty() {
                 batch_bytes = 0;
@@ -701,29 +752,27 @@ fn fetcher(
             }
             continue;
         }
-        if !flush(&mut batch)? {
-            return Ok(());
+        if !flush(&mut batch) {
+            return;
         }
         batch_bytes = 0;
         batch_chunks = 0;
         let ids: Vec<BlobId> = job.node.content.iter().map(|c| c.0).collect();
         if out.send(Sealed::Start(job)).is_err() {
-            return Ok(());
+            return;
         }
         for window in ids.chunks(BIG_WINDOW) {
-            if out
-                .send(Sealed::Window(download(remote, window.to_vec())?))
-                .is_err()
-            {
-                return Ok(());
+            let sent = start(&requests, window.to_vec())
+                .is_some_and(|pending| out.send(Sealed::Window(pending)).is_ok());
+            if !sent {
+                return;
             }
         }
         if out.send(Sealed::End).is_err() {
-            return Ok(());
+            return;
         }
     }
-    flush(&mut batch)?;
-    Ok(())
+    flush(&mut batch);
 }
 
 /// Writes one file from its verified chunks into a hidden temp file beside
@@ -1023,6 +1072,8 @@ pub fn restore(
     let mut link_targets: HashSet<PathBuf> = HashSet::new();
 
     let halted = AtomicBool::new(false);
+    // Why a download failed, which stops the restore.
+    let download_failed: Mutex<Option<ClientError>> = Mutex::new(None);
 
     let (walker_out, fetch_out, open_out, writers_out) = std::thread::scope(|s| {
         let walker = s.spawn(|| {
@@ -1052,8 +1103,25 @@ pub fn restore(
             );
             (w.dirs, w.links, w.symlinks, w.unmatched, w.staged_roots)
         });
-        let fetch = s.spawn(|| fetcher(remote, &keys, job_rx, sealed_tx, opts.overwrite, &shared));
-        let open = s.spawn(|| opener(&keys, sealed_rx, piece_tx));
+        let (request_tx, request_rx) = bounded::<Request>(0);
+        let downloaders: Vec<_> = (0..DOWNLOADS)
+            .map(|_| {
+                let requests = request_rx.clone();
+                s.spawn(move || downloader(remote, requests))
+            })
+            .collect();
+        drop(request_rx);
+        let fetch = s.spawn(|| {
+            fetcher(
+                &keys,
+                job_rx,
+                request_tx,
+                sealed_tx,
+                opts.overwrite,
+                &shared,
+            )
+        });
+        let open = s.spawn(|| opener(&keys, sealed_rx, piece_tx, &download_failed));
         let (task_tx, task_rx) = bounded::<Task>(WRITERS);
         let (written_tx, written_rx) = unbounded::<Written>();
         let writers: Vec<_> = (0..WRITERS)
@@ -1123,12 +1191,19 @@ pub fn restore(
         }
         progress(&live);
         let writers_out = writers.into_iter().try_for_each(|w| w.join().map(|_| ()));
-        (walker.join(), fetch.join(), open.join(), writers_out)
+        let fetch_out = downloaders
+            .into_iter()
+            .try_for_each(|d| d.join())
+            .and(fetch.join());
+        (walker.join(), fetch_out, open.join(), writers_out)
     });
     let (dirs, links, symlinks, unmatched, staged_roots) = walker_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore walker crashed."))?;
     fetch_out
-        .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore download crashed."))??;
+        .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore download crashed."))?;
+    if let Some(e) = download_failed.into_inner().ok().flatten() {
+        return Err(e);
+    }
     open_out.map_err(|_| {
         ClientError::new(
             ErrorCode::Internal,
