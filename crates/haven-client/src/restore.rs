@@ -572,7 +572,7 @@ fn opener(
     failed: &Mutex<Option<ClientError>>,
 ) {
     std::thread::scope(|s| {
-        let (half_tx, half_rx) = bounded::<Vec<(BlobId, Option<Bytes>)>>(1);
+        let (half_tx, half_rx) = bounded::<Chunks>(1);
         let (opened_tx, opened_rx) = bounded::<Vec<Option<Vec<u8>>>>(1);
         s.spawn(move || {
             for part in half_rx {
@@ -581,7 +581,7 @@ fn opener(
                 }
             }
         });
-        let open_chunks = |sealed: Vec<(BlobId, Option<Bytes>)>| {
+        let open_chunks = |sealed: Chunks| {
             if sealed.len() < 4 {
                 return open_part(keys, sealed);
             }
