@@ -192,6 +192,8 @@ fn staged_complete(out: &Path, src: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// Waits (up to a minute) until the restore of `src` into `out` has
+/// completed its first files; the caller checks that it has.
 fn wait_for_first_files(out: &Path, src: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while staged_complete(out, src) == 0 && Instant::now() < deadline {
@@ -259,8 +261,7 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
     );
 }
 
-/// The server goes away in the middle of a restore, while two downloads
-/// are under way: the restore stops with an error that names the cause and
+/// The server goes away in the middle of a restore: the restore stops with an error that names the cause and
 /// what to do, nothing appears under its final name, and a run against the
 /// server again keeps what the first one finished and restores the rest.
 #[test]

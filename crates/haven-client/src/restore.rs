@@ -120,7 +120,8 @@ struct FileJob {
     staged: bool,
 }
 
-/// Downloaded, not yet opened: what the fetcher hands the opener.
+/// Downloads, done or under way, not yet opened: what the fetcher hands
+/// the opener.
 enum Sealed {
     Whole(Vec<FileJob>, Pending),
     Start(FileJob),
@@ -664,12 +665,20 @@ fn downloader(remote: &dyn Remote, requests: Receiver<Request>) {
     }
 }
 
-/// Starts a download on a free download thread (waiting for one); `None`
-/// once the restore is stopping.
-fn start(requests: &Sender<Request>, ids: Vec<BlobId>) -> Option<Pending> {
+/// Hands the opener a download of `ids` in `wrap`, then starts it on a
+/// free download thread (waiting for one). In that order, nothing is
+/// downloaded once the opener has stopped, and the fetcher never holds an
+/// answer. False once the restore is stopping.
+fn start(
+    requests: &Sender<Request>,
+    out: &Sender<Sealed>,
+    ids: Vec<BlobId>,
+    wrap: impl FnOnce(Pending) -> Sealed,
+) -> bool {
     let (reply, pending) = bounded(1);
-    requests.send((ids, reply)).ok()?;
-    Some(pending)
+    // If the download threads are gone (only a bug ends them early), the
+    // opener finds the reply dropped and stops.
+    out.send(wrap(pending)).is_ok() && requests.send((ids, reply)).is_ok()
 }
 
 /// Batches file jobs into downloads, handed on in order.
@@ -692,9 +701,9 @@ fn fetcher(
         if ids.is_empty() && batch.is_empty() {
             return true;
         }
-        start(&requests, ids).is_some_and(|pending| {
-            out.send(Sealed::Whole(std::mem::take(batch), pending))
-                .is_ok()
+        let files = std::mem::take(batch);
+        start(&requests, &out, ids, |pending| {
+            Sealed::Whole(files, pending)
         })
     };
     for job in jobs {
@@ -762,9 +771,7 @@ fn fetcher(
             return;
         }
         for window in ids.chunks(BIG_WINDOW) {
-            let sent = start(&requests, window.to_vec())
-                .is_some_and(|pending| out.send(Sealed::Window(pending)).is_ok());
-            if !sent {
+            if !start(&requests, &out, window.to_vec(), Sealed::Window) {
                 return;
             }
         }
@@ -1018,6 +1025,12 @@ fn already_restored(keys: &Keys, path: &Path, node: &Node) -> Option<File> {
     ids.next().is_none().then_some(f)
 }
 
+/// Joins every thread; an error if any panicked.
+fn join_all(threads: Vec<std::thread::ScopedJoinHandle<'_, ()>>) -> std::thread::Result<()> {
+    let joined: Vec<_> = threads.into_iter().map(|t| t.join()).collect();
+    joined.into_iter().collect()
+}
+
 /// Restores a snapshot.
 pub fn restore(
     profile: &crate::profile::Profile,
@@ -1190,20 +1203,16 @@ pub fn restore(
             take(w, &mut report, &mut live);
         }
         progress(&live);
-        let writers_out = writers.into_iter().try_for_each(|w| w.join().map(|_| ()));
-        let fetch_out = downloaders
-            .into_iter()
-            .try_for_each(|d| d.join())
-            .and(fetch.join());
+        // Every thread joined, whichever failed: a scope whose thread
+        // panicked unjoined panics itself.
+        let writers_out = join_all(writers);
+        let fetch_out = join_all(downloaders).and(fetch.join());
         (walker.join(), fetch_out, open.join(), writers_out)
     });
     let (dirs, links, symlinks, unmatched, staged_roots) = walker_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore walker crashed."))?;
     fetch_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "The restore download crashed."))?;
-    if let Some(e) = download_failed.into_inner().ok().flatten() {
-        return Err(e);
-    }
     open_out.map_err(|_| {
         ClientError::new(
             ErrorCode::Internal,
@@ -1213,7 +1222,8 @@ pub fn restore(
     writers_out
         .map_err(|_| ClientError::new(ErrorCode::Internal, "A restore writer thread crashed."))?;
     // Failed: the staging directories stay, and a re-run continues in them.
-    if let Some(e) = fatal {
+    // A full disk first: it stopped the rest.
+    if let Some(e) = fatal.or(download_failed.into_inner().ok().flatten()) {
         return Err(e);
     }
     let mut unplaced = Vec::new();
