@@ -131,15 +131,15 @@ struct SlowRestore {
 fn slow_restore(
     tmp: &Path,
     email: &str,
-    files: u64,
+    sizes: &[usize],
     seed: u64,
     stdout: std::process::Stdio,
 ) -> SlowRestore {
     let server = TestServer::start(&tmp.join("server"));
     let src = tmp.join("data");
     fs::create_dir_all(&src).unwrap();
-    for i in 0..files {
-        fs::write(src.join(format!("f{i:02}")), noise(MIB as usize, seed + i)).unwrap();
+    for (i, &size) in sizes.iter().enumerate() {
+        fs::write(src.join(format!("f{i:02}")), noise(size, seed + i as u64)).unwrap();
     }
     let a = device(&tmp.join("a"), &server.url());
     a.signup(email, "a");
@@ -215,7 +215,7 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
     } = slow_restore(
         tmp.path(),
         "int@example.org",
-        40,
+        &[MIB as usize; 40],
         0,
         std::process::Stdio::null(),
     );
@@ -277,7 +277,7 @@ fn a_restore_whose_server_goes_away_stops_with_the_cause_and_a_rerun_finishes_it
     } = slow_restore(
         tmp.path(),
         "gone@example.org",
-        40,
+        &[MIB as usize; 40],
         100,
         std::process::Stdio::piped(),
     );
@@ -316,6 +316,70 @@ fn a_restore_whose_server_goes_away_stops_with_the_cause_and_a_rerun_finishes_it
     assert_eq!(staged_path(&out, &src), None);
 }
 
+/// The same in the middle of a large file, whose chunks come in windows
+/// of their own: the part written is removed, nothing appears under its
+/// final name, and the next run writes the file whole.
+#[test]
+fn a_restore_whose_server_goes_away_mid_file_leaves_no_half_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let size = 24 * MIB as usize;
+    let SlowRestore {
+        src,
+        out,
+        b,
+        child,
+        _server: server,
+        _proxy: proxy,
+    } = slow_restore(
+        tmp.path(),
+        "midfile@example.org",
+        &[size],
+        200,
+        std::process::Stdio::piped(),
+    );
+    // Cut once a few MiB of the file are written.
+    let written = || {
+        staged_path(&out, &src)
+            .and_then(|staged| fs::metadata(staged.join("f00")).ok())
+            .map_or(0, |m| m.len())
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while written() < 4 * MIB && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let seen = written();
+    drop(proxy);
+    let done = child.wait_with_output().unwrap();
+    assert!(!done.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let code = v["error"]["code"].as_str().unwrap();
+    assert!(
+        code == "server_unavailable" || code == "network_unreachable",
+        "{v}"
+    );
+    assert!(
+        seen >= 4 * MIB && seen < size as u64,
+        "the line should go mid-file ({seen} bytes written)"
+    );
+    // The part written is removed: a file is whole or absent.
+    assert_eq!(written(), 0, "a half-written file was left");
+    let top = out.join(src.components().nth(1).unwrap());
+    assert!(!top.exists(), "nothing is under its final name");
+
+    point_at(&b, &server.url());
+    let r = b.json(&[
+        "restore",
+        "--device",
+        "a",
+        "--to",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r["files"], 1, "{r}");
+    assert_eq!(r["already_restored"], 0, "{r}");
+    assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}
+
 /// Something takes a staging directory's final place while the restore
 /// fills it: the rename refuses to replace it (`RENAME_NOREPLACE`), what
 /// is there is left alone, and the restored tree stays whole where it is,
@@ -333,7 +397,7 @@ fn a_final_path_taken_during_the_restore_is_left_alone_and_nothing_is_lost() {
     } = slow_restore(
         tmp.path(),
         "taken@example.org",
-        12,
+        &[MIB as usize; 12],
         50,
         std::process::Stdio::piped(),
     );
