@@ -26,6 +26,19 @@ fn point_at(d: &Device, url: &str) {
     fs::write(path, serde_json::to_vec(&profile).unwrap()).unwrap();
 }
 
+/// A command that failed because the server could not be reached, saying
+/// so (`--json`) with a fix.
+fn assert_server_out_of_reach(out: &std::process::Output) {
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let code = v["error"]["code"].as_str().unwrap();
+    assert!(
+        code == "server_unavailable" || code == "network_unreachable",
+        "{v}"
+    );
+    assert!(!v["error"]["fix"].as_array().unwrap().is_empty(), "{v}");
+}
+
 fn fast_retries(d: &Device, args: &[&str]) -> serde_json::Value {
     let out = d.run_env(args, &[("HAVEN_RETRY_SCALE", "0.2")]);
     assert!(
@@ -284,14 +297,7 @@ fn a_restore_whose_server_goes_away_stops_with_the_cause_and_a_rerun_finishes_it
     wait_for_first_files(&out, &src);
     drop(proxy); // open connections break and new ones are refused
     let done = child.wait_with_output().unwrap();
-    assert!(!done.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
-    let code = v["error"]["code"].as_str().unwrap();
-    assert!(
-        code == "server_unavailable" || code == "network_unreachable",
-        "{v}"
-    );
-    assert!(!v["error"]["fix"].as_array().unwrap().is_empty(), "{v}");
+    assert_server_out_of_reach(&done);
     let top = out.join(src.components().nth(1).unwrap());
     assert!(!top.exists(), "nothing is under its final name");
     let finished = staged_complete(&out, &src);
@@ -350,13 +356,7 @@ fn a_restore_whose_server_goes_away_mid_file_leaves_no_half_file() {
     let seen = written();
     drop(proxy);
     let done = child.wait_with_output().unwrap();
-    assert!(!done.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
-    let code = v["error"]["code"].as_str().unwrap();
-    assert!(
-        code == "server_unavailable" || code == "network_unreachable",
-        "{v}"
-    );
+    assert_server_out_of_reach(&done);
     assert!(
         seen >= 4 * MIB && seen < size as u64,
         "the line should go mid-file ({seen} bytes written)"
@@ -489,14 +489,7 @@ fn when_the_network_never_recovers_the_error_names_the_cause() {
         &["backup", src.to_str().unwrap(), "--json"],
         &[("HAVEN_RETRY_SCALE", "0.01")],
     );
-    assert!(!out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let code = v["error"]["code"].as_str().unwrap();
-    assert!(
-        code == "server_unavailable" || code == "network_unreachable",
-        "{v}"
-    );
-    assert!(!v["error"]["fix"].as_array().unwrap().is_empty());
+    assert_server_out_of_reach(&out);
 
     // A line that breaks after every few bytes never lets a request through.
     let hopeless = FaultProxy::start(
