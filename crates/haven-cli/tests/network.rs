@@ -168,14 +168,7 @@ fn slow_restore(
     b.login(email, "b");
     let out = tmp.join("out");
     let child = std::process::Command::new(BIN)
-        .args([
-            "restore",
-            "--device",
-            "a",
-            "--to",
-            out.to_str().unwrap(),
-            "--json",
-        ])
+        .args(restore_args(&out))
         .env("HAVEN_CONFIG_DIR", &b.config_dir)
         // A test that takes the line away needs no minutes of retries.
         .env("HAVEN_RETRY_SCALE", "0.01")
@@ -207,6 +200,36 @@ fn staged_complete(out: &Path, src: &Path) -> usize {
 
 /// Waits (up to a minute) until the restore of `src` into `out` has
 /// completed its first files; the caller checks that it has.
+/// Where the restore of `src` into `out` puts its tree once complete (the
+/// tree is filled under a hidden staging name until then).
+fn final_top(out: &Path, src: &Path) -> std::path::PathBuf {
+    out.join(src.components().nth(1).unwrap())
+}
+
+/// The command line of a restore of device "a"'s newest backup into `out`.
+fn restore_args(out: &Path) -> [&str; 6] {
+    let to = out.to_str().unwrap();
+    ["restore", "--device", "a", "--to", to, "--json"]
+}
+
+/// Device `b`'s restore of device "a"'s newest backup into `out`.
+fn restore_into(b: &Device, out: &Path) -> serde_json::Value {
+    b.json(&restore_args(out))
+}
+
+/// Takes the line to the server away in the middle of the restore of
+/// `src` into `out`: open connections break and new ones are refused. The
+/// restore must fail saying so, with nothing under its final name.
+fn take_the_line_away(proxy: FaultProxy, child: std::process::Child, out: &Path, src: &Path) {
+    drop(proxy);
+    let done = child.wait_with_output().unwrap();
+    assert_server_out_of_reach(&done);
+    assert!(
+        !final_top(out, src).exists(),
+        "nothing is under its final name"
+    );
+}
+
 fn wait_for_first_files(out: &Path, src: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while staged_complete(out, src) == 0 && Instant::now() < deadline {
@@ -235,7 +258,7 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
     let restored = out.join(src.strip_prefix("/").unwrap());
     // The restore fills the tree under a hidden staging name and renames it
     // into place when it is complete.
-    let top = out.join(src.components().nth(1).unwrap());
+    let top = final_top(&out, &src);
     let complete = || staged_complete(&out, &src);
     // Kill as soon as the first files are complete.
     wait_for_first_files(&out, &src);
@@ -255,14 +278,7 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
         fs::set_permissions(e.path(), fs::Permissions::from_mode(0o600)).unwrap();
         filetime::set_file_mtime(e.path(), filetime::FileTime::now()).unwrap();
     }
-    let r = b.json(&[
-        "restore",
-        "--device",
-        "a",
-        "--to",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let r = restore_into(&b, &out);
     assert_eq!(r["already_restored"].as_u64().unwrap(), done as u64, "{r}");
     assert_eq!(r["files"].as_u64().unwrap(), 40 - done as u64);
     assert_eq!(r["skipped_existing"], 0);
@@ -274,9 +290,10 @@ fn an_interrupted_restore_run_again_keeps_what_it_finished() {
     );
 }
 
-/// The server goes away in the middle of a restore: the restore stops with an error that names the cause and
-/// what to do, nothing appears under its final name, and a run against the
-/// server again keeps what the first one finished and restores the rest.
+/// The server goes away in the middle of a restore: the restore stops
+/// with an error that names the cause and what to do, nothing appears
+/// under its final name, and a run against the server again keeps what the
+/// first one finished and restores the rest.
 #[test]
 fn a_restore_whose_server_goes_away_stops_with_the_cause_and_a_rerun_finishes_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -295,11 +312,7 @@ fn a_restore_whose_server_goes_away_stops_with_the_cause_and_a_rerun_finishes_it
         std::process::Stdio::piped(),
     );
     wait_for_first_files(&out, &src);
-    drop(proxy); // open connections break and new ones are refused
-    let done = child.wait_with_output().unwrap();
-    assert_server_out_of_reach(&done);
-    let top = out.join(src.components().nth(1).unwrap());
-    assert!(!top.exists(), "nothing is under its final name");
+    take_the_line_away(proxy, child, &out, &src);
     let finished = staged_complete(&out, &src);
     assert!(
         finished > 0 && finished < 40,
@@ -307,14 +320,7 @@ fn a_restore_whose_server_goes_away_stops_with_the_cause_and_a_rerun_finishes_it
     );
 
     point_at(&b, &server.url());
-    let r = b.json(&[
-        "restore",
-        "--device",
-        "a",
-        "--to",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let r = restore_into(&b, &out);
     let kept = r["already_restored"].as_u64().unwrap();
     assert!(kept >= finished as u64, "{r}");
     assert_eq!(kept + r["files"].as_u64().unwrap(), 40, "{r}");
@@ -354,27 +360,16 @@ fn a_restore_whose_server_goes_away_mid_file_leaves_no_half_file() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let seen = written();
-    drop(proxy);
-    let done = child.wait_with_output().unwrap();
-    assert_server_out_of_reach(&done);
+    take_the_line_away(proxy, child, &out, &src);
     assert!(
         seen >= 4 * MIB && seen < size as u64,
         "the line should go mid-file ({seen} bytes written)"
     );
     // The part written is removed: a file is whole or absent.
     assert_eq!(written(), 0, "a half-written file was left");
-    let top = out.join(src.components().nth(1).unwrap());
-    assert!(!top.exists(), "nothing is under its final name");
 
     point_at(&b, &server.url());
-    let r = b.json(&[
-        "restore",
-        "--device",
-        "a",
-        "--to",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let r = restore_into(&b, &out);
     assert_eq!(r["files"], 1, "{r}");
     assert_eq!(r["already_restored"], 0, "{r}");
     assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
@@ -406,7 +401,7 @@ fn a_final_path_taken_during_the_restore_is_left_alone_and_nothing_is_lost() {
         std::thread::sleep(Duration::from_millis(10));
     }
     // Someone else's directory appears where the restore's will go.
-    let top = out.join(src.components().nth(1).unwrap());
+    let top = final_top(&out, &src);
     fs::create_dir(&top).unwrap();
     fs::write(top.join("mine.txt"), "keep me").unwrap();
     let done = child.wait_with_output().unwrap();
