@@ -26,4 +26,8 @@ pub enum StoreError {
     /// The database failed.
     #[error("metadata database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The database failed a lookup ([`crate::SqliteMeta`]'s read-only
+    /// connections).
+    #[error("metadata database: {0}")]
+    Lookup(#[from] rusqlite::Error),
 }

@@ -33,6 +33,9 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Clone, Debug)]
 pub struct SqliteMeta {
     pool: SqlitePool,
+    /// Read-only connections for the lookups of every request and of a
+    /// restore's every blob.
+    lookups: Arc<Lookups>,
     sets: Arc<Mutex<SetCache>>,
 }
 
@@ -54,6 +57,84 @@ struct SetCache {
 
 /// How many ids the cache holds at most (32 bytes each: 16 MiB).
 const CACHE_IDS: usize = 1 << 19;
+
+/// Read-only connections for lookups, each used on the blocking thread
+/// that asks (rusqlite) rather than through sqlx.
+///
+/// sqlx runs every statement on a worker thread of the connection's own and
+/// hands the answer back, which cost about 40 µs per statement here. A
+/// restore looks up every blob it fetches, and every request its session
+/// token: the 84,017 blobs of the benchmark dataset, in batches of 123,
+/// took 363 ms through sqlx and take 150 ms here; the server's CPU for a
+/// whole restore fell by about 30% (PERFORMANCE.md, round 12). Writes stay
+/// on sqlx's pool.
+struct Lookups {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    /// Bounds the connections open at once, and so their page caches.
+    permits: tokio::sync::Semaphore,
+}
+
+/// Lookup connections open at most.
+const LOOKUP_CONNECTIONS: usize = 2;
+
+/// SQLite's page cache on each lookup connection, in KiB. With SQLite's
+/// default of 2 MiB a restore's lookups read most index pages from the
+/// file again (a `pread` and a copy per 4 KiB page). Only these few
+/// connections get it, so the server's memory grows by at most their
+/// number times this, whatever the database's size.
+const LOOKUP_CACHE: i64 = 16 << 10;
+
+impl Lookups {
+    fn open(&self) -> rusqlite::Result<rusqlite::Connection> {
+        use rusqlite::OpenFlags;
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "cache_size", -LOOKUP_CACHE)?;
+        conn.set_prepared_statement_cache_capacity(8);
+        Ok(conn)
+    }
+
+    /// Runs `f` on an idle connection (or a new one) on a blocking thread.
+    async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Invalid("the metadata store is closed".into()))?;
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let idle = me.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match idle {
+                Some(c) => c,
+                None => me.open()?,
+            };
+            let r = f(&conn);
+            // A connection that failed is dropped: the next opens afresh.
+            if r.is_ok() {
+                me.idle.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            }
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?
+    }
+}
+
+impl std::fmt::Debug for Lookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookups")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
 
 impl std::fmt::Debug for SetCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,9 +179,6 @@ impl SetCache {
         });
     }
 }
-
-/// The hex width of one blob location record (see `blob_locations`).
-const LOCATION_HEX: usize = 64 + 64 + 16 + 8 + 64;
 
 fn blob_id(bytes: &[u8]) -> Result<BlobId, StoreError> {
     let arr: [u8; 32] = bytes
@@ -198,6 +276,50 @@ async fn blob_states(
             let id: Vec<u8> = row.try_get(0)?;
             out.insert(blob_id(&id)?, row.try_get::<i64, _>(1)?);
         }
+    }
+    Ok(out)
+}
+
+/// Where each of `ids` is stored, in order (an id asked for twice is
+/// answered twice); `None` for a blob the account lacks, or whose pack row
+/// is gone.
+fn locate(
+    c: &rusqlite::Connection,
+    account_id: i64,
+    ids: &[BlobId],
+) -> Result<Vec<Option<BlobLocation>>, StoreError> {
+    // One statement for the whole batch: the ids go in as one blob, cut
+    // into 32-byte ids by a counter. `CROSS JOIN` keeps SQLite walking the
+    // counter first and looking each id up by key; left to choose, it took
+    // over a minute for the same batches.
+    let mut q = c.prepare_cached(
+        "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?3) \
+         SELECT k.i, b.hash, b.offset, b.length, p.object_key FROM k CROSS \
+         JOIN blobs b ON b.account_id = ?1 AND b.id = substr(?2, k.i * 32 + 1, 32) \
+         CROSS JOIN packs p ON p.account_id = ?1 AND p.id = b.pack_id",
+    )?;
+    let mut out: Vec<Option<BlobLocation>> = vec![None; ids.len()];
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let mut all = Vec::with_capacity(ids.len() * 32);
+    for id in ids {
+        all.extend_from_slice(&id.0);
+    }
+    let bad = || StoreError::Invalid("stored blob locations are malformed".into());
+    let mut rows = q.query(rusqlite::params![account_id, all, ids.len() as i64])?;
+    while let Some(r) = rows.next()? {
+        let i: i64 = r.get(0)?;
+        let slot = usize::try_from(i)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+            .ok_or_else(bad)?;
+        *slot = Some(BlobLocation {
+            hash: r.get(1)?,
+            offset: u64::try_from(r.get::<_, i64>(2)?).map_err(|_| bad())?,
+            length: u32::try_from(r.get::<_, i64>(3)?).map_err(|_| bad())?,
+            object_key: r.get(4)?,
+        });
     }
     Ok(out)
 }
@@ -733,11 +855,22 @@ impl SqliteMeta {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A connection to a local file does not go stale; the check
+            // cost a round trip to sqlx's worker thread per statement.
+            .test_before_acquire(false)
             .after_release(|conn, _| Box::pin(release_check(conn)))
             .connect_with(opts)
             .await?;
+        // Opened on first use, once the pool above has created and
+        // migrated the file.
+        let lookups = Arc::new(Lookups {
+            path: path.to_path_buf(),
+            idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(LOOKUP_CONNECTIONS),
+        });
         let me = SqliteMeta {
             pool,
+            lookups,
             sets: Arc::new(Mutex::new(SetCache {
                 capacity: ids,
                 ..SetCache::default()
@@ -1025,12 +1158,15 @@ impl MetaStore for SqliteMeta {
     }
 
     async fn token_lookup(&self, hash: [u8; 32]) -> Result<Option<(i64, i64)>, StoreError> {
-        let r = sqlx::query("SELECT account_id, device_id FROM tokens WHERE hash = ?")
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await?;
-        r.map(|r| Ok((r.try_get("account_id")?, r.try_get("device_id")?)))
-            .transpose()
+        use rusqlite::OptionalExtension;
+        self.lookups
+            .run(move |c| {
+                let mut q =
+                    c.prepare_cached("SELECT account_id, device_id FROM tokens WHERE hash = ?1")?;
+                Ok(q.query_row([&hash[..]], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?)
+            })
+            .await
     }
 
     async fn blobs_missing(
@@ -1243,76 +1379,8 @@ impl MetaStore for SqliteMeta {
         account_id: i64,
         ids: &[BlobId],
     ) -> Result<Vec<Option<BlobLocation>>, StoreError> {
-        // One query per few hundred ids, answered in one row: a restore
-        // asks for tens of thousands, and sqlx hands rows over from its
-        // worker thread one at a time, with allocations for each. Each blob
-        // is a fixed-width hex record: id, hash, offset, length, pack id;
-        // the packs' object keys are read once per batch.
-        let mut conn = self.pool.acquire().await?;
-        let mut found = std::collections::HashMap::with_capacity(ids.len());
-        for part in ids.chunks(BATCH) {
-            let sql = format!(
-                "SELECT group_concat(hex(id) || hex(hash) || printf('%016x%08x', offset, length) \
-                 || hex(pack_id), '') FROM blobs WHERE account_id = ? AND id IN ({})",
-                marks(part.len())
-            );
-            let mut q = sqlx::query_scalar::<_, Option<String>>(&sql).bind(account_id);
-            for id in part {
-                q = q.bind(&id.0[..]);
-            }
-            let records = q.fetch_one(&mut *conn).await?.unwrap_or_default();
-            let bad = || StoreError::Invalid("stored blob locations are malformed".into());
-            if records.len() % LOCATION_HEX != 0 {
-                return Err(bad());
-            }
-            let records: Vec<&[u8]> = records.as_bytes().chunks_exact(LOCATION_HEX).collect();
-            // The packs they lie in: a few per batch.
-            let mut packs = Vec::new();
-            for r in &records {
-                let mut pack = [0u8; 32];
-                hex::decode_to_slice(&r[152..], &mut pack).map_err(|_| bad())?;
-                if !packs.contains(&pack) {
-                    packs.push(pack);
-                }
-            }
-            let mut keys = std::collections::HashMap::with_capacity(packs.len());
-            for part in packs.chunks(BATCH) {
-                let sql = format!(
-                    "SELECT id, object_key FROM packs WHERE account_id = ? AND id IN ({})",
-                    marks(part.len())
-                );
-                let mut q = sqlx::query_as::<_, (Vec<u8>, String)>(&sql).bind(account_id);
-                for p in part {
-                    q = q.bind(&p[..]);
-                }
-                for (id, key) in q.fetch_all(&mut *conn).await? {
-                    keys.insert(hex::encode_upper(id), key);
-                }
-            }
-            for r in records {
-                let field =
-                    |from: usize, to: usize| std::str::from_utf8(&r[from..to]).map_err(|_| bad());
-                // A blob whose pack row is gone has no location.
-                let Some(key) = keys.get(field(152, LOCATION_HEX)?) else {
-                    continue;
-                };
-                let mut id = [0u8; 32];
-                hex::decode_to_slice(&r[..64], &mut id).map_err(|_| bad())?;
-                let mut hash = vec![0u8; 32];
-                hex::decode_to_slice(&r[64..128], &mut hash).map_err(|_| bad())?;
-                found.insert(
-                    BlobId(id),
-                    BlobLocation {
-                        object_key: key.clone(),
-                        offset: u64::from_str_radix(field(128, 144)?, 16).map_err(|_| bad())?,
-                        length: u32::from_str_radix(field(144, 152)?, 16).map_err(|_| bad())?,
-                        hash,
-                    },
-                );
-            }
-        }
-        // In request order; an id asked for twice is answered twice.
-        Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+        let ids = ids.to_vec();
+        self.lookups.run(move |c| locate(c, account_id, &ids)).await
     }
 
     async fn snapshot_commit(&self, new: &NewSnapshot) -> Result<SnapshotRow, StoreError> {
