@@ -32,6 +32,8 @@ pub struct Cache {
     /// Trees opened during this run: the backup's walk reads the parent's
     /// trees that its scan opened just before.
     opened: Mutex<Opened>,
+    /// Plaintext bytes of trees `opened` may hold.
+    opened_budget: usize,
     /// Where each cached tree is: built from the packs' indexes on first use.
     index: Mutex<Option<HashMap<BlobId, Place>>>,
     /// Trees stored this run and not yet written, and their bytes.
@@ -89,9 +91,19 @@ impl Cache {
         Cache {
             dir: base.join(account_id.to_string()),
             opened: Mutex::default(),
+            opened_budget: OPENED_BUDGET,
             index: Mutex::default(),
             pending: Mutex::default(),
         }
+    }
+
+    /// Keeps no opened trees in memory: for a run that opens each tree
+    /// once, as a restore does. Keeping them cost a restore of the
+    /// benchmark dataset a copy of every tree, and freeing those copies at
+    /// its end.
+    pub fn opening_each_tree_once(mut self) -> Self {
+        self.opened_budget = 0;
+        self
     }
 
     fn packs_dir(&self) -> PathBuf {
@@ -126,6 +138,34 @@ impl Cache {
             index
         });
         Some(f(index))
+    }
+
+    /// Downloads those of `ids` this cache lacks, one request per
+    /// thousand, and keeps them for [`Cache::load_tree`]. Best effort: a
+    /// tree that does not arrive is asked for again, alone, when it is
+    /// loaded, and its error reported then.
+    pub fn fetch_trees(&self, remote: &dyn Remote, ids: &[BlobId]) {
+        let mut absent: Vec<BlobId> = self
+            .with_index(|i| {
+                ids.iter()
+                    .filter(|id| !i.contains_key(id))
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Ok(pending) = self.pending.lock() {
+            absent.retain(|id| !pending.0.contains_key(id));
+        }
+        for part in absent.chunks(1000) {
+            let Ok(sealed) = remote.fetch(part) else {
+                return;
+            };
+            for (id, s) in part.iter().zip(sealed) {
+                if let Some(s) = s {
+                    self.put_tree(id, &s);
+                }
+            }
+        }
     }
 
     /// Stores a sealed tree (best effort: a failed cache write costs only a
@@ -269,7 +309,7 @@ impl Cache {
 
     fn remember(&self, id: BlobId, tree: &Tree, size: usize) {
         if let Ok(mut o) = self.opened.lock()
-            && o.bytes + size <= OPENED_BUDGET
+            && o.bytes + size <= self.opened_budget
         {
             o.bytes += size;
             o.trees.insert(id, tree.clone());

@@ -39,6 +39,7 @@ pub struct HttpRemote {
     base: String,
     token: Option<String>,
     sent: AtomicU64,
+    requests: AtomicU64,
     failures: AtomicU32,
     limiter: Option<RateLimiter>,
     session: Mutex<Option<String>>,
@@ -129,6 +130,7 @@ impl HttpRemote {
             base,
             token,
             sent: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             failures: AtomicU32::new(0),
             limiter: None,
             session: Mutex::new(None),
@@ -247,6 +249,7 @@ impl HttpRemote {
             }
             self.sent
                 .fetch_add(len as u64 + path.len() as u64 + 200, Ordering::Relaxed);
+            self.requests.fetch_add(1, Ordering::Relaxed);
             let transient = match req.send() {
                 Ok(resp) => {
                     let status = resp.status();
@@ -570,6 +573,10 @@ impl Remote for HttpRemote {
 
     fn bytes_sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 }
 

@@ -55,4 +55,6 @@ pub trait Remote: Send + Sync {
     fn plans(&self) -> Result<PlansResponse>;
     /// Bytes sent so far (request bodies), for reports.
     fn bytes_sent(&self) -> u64;
+    /// Requests sent so far, retries included, for reports.
+    fn requests(&self) -> u64;
 }

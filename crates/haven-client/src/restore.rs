@@ -93,6 +93,8 @@ pub struct RestoreReport {
     pub failed: Vec<String>,
     pub warnings: Vec<String>,
     pub duration_secs: f64,
+    /// Requests this restore sent the server (retries included).
+    pub requests: u64,
 }
 
 /// Live figures for a progress display.
@@ -439,6 +441,18 @@ impl Walker<'_> {
                     self.unmatched.push(sel_path.join(OsStr::from_bytes(name)));
                 }
             }
+        }
+        // The listings of the directories below, in one request when this
+        // device has not cached them (a restore onto a new device).
+        let subtrees: Vec<BlobId> = tree
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Dir)
+            .filter(|n| sel.is_none_or(|s| s.full || s.children.contains_key(n.name.as_slice())))
+            .filter_map(|n| n.subtree.map(|t| t.0))
+            .collect();
+        if subtrees.len() > 1 {
+            self.cache.fetch_trees(self.remote, &subtrees);
         }
         for node in &tree.nodes {
             let child_sel = match sel {
@@ -1041,8 +1055,9 @@ pub fn restore(
     progress: &dyn Fn(&RestoreProgress),
 ) -> Result<RestoreReport> {
     let started = Instant::now();
+    let requests_before = remote.requests();
     let keys = profile.master_key()?.keys();
-    let cache = Cache::new(cache_base, profile.account_id);
+    let cache = Cache::new(cache_base, profile.account_id).opening_each_tree_once();
     let snap = crate::backup::load_snapshot(remote, &keys, record)?;
     let root = cache.load_tree(remote, &keys, &snap.root)?;
     // An empty target holds nothing an earlier run left.
@@ -1314,5 +1329,6 @@ pub fn restore(
         report.warnings.extend(s.warnings);
     }
     report.duration_secs = started.elapsed().as_secs_f64();
+    report.requests = remote.requests() - requests_before;
     Ok(report)
 }
