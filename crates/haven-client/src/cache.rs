@@ -140,6 +140,13 @@ impl Cache {
         Some(f(index))
     }
 
+    /// Whether every one of `ids` was cached before this run: the device
+    /// made the backup, or restored it before.
+    pub fn kept_all(&self, ids: &[BlobId]) -> bool {
+        self.with_index(|i| ids.iter().all(|id| i.contains_key(id)))
+            .unwrap_or(false)
+    }
+
     /// Downloads those of `ids` this cache lacks, one request per
     /// thousand, and keeps them for [`Cache::load_tree`]. Best effort: a
     /// tree that does not arrive is asked for again, alone, when it is
@@ -158,7 +165,7 @@ impl Cache {
         }
         for part in absent.chunks(1000) {
             let Ok(sealed) = remote.fetch(part) else {
-                return;
+                break;
             };
             for (id, s) in part.iter().zip(sealed) {
                 if let Some(s) = s {
@@ -285,15 +292,8 @@ impl Cache {
         {
             return Ok(t);
         }
-        if let Some(sealed) = self.cached(&id.0) {
-            if let Ok(plain) = blob::open(keys, BlobKind::Tree, &id.0, &sealed)
-                && let Ok(t) = Tree::decode(&plain)
-            {
-                self.remember(id.0, &t, plain.len());
-                return Ok(t);
-            }
-            // Damaged: forget it, the server's copy replaces it.
-            self.with_index(|i| i.remove(&id.0));
+        if let Some(t) = self.cached_tree(keys, id) {
+            return Ok(t);
         }
         let sealed = remote.fetch(&[id.0])?.pop().flatten().ok_or_else(|| {
             ClientError::corrupted(format!("directory tree {} is missing on the server", id.0))
@@ -305,6 +305,25 @@ impl Cache {
         self.put_tree(&id.0, &sealed);
         self.remember(id.0, &tree, plain.len());
         Ok(tree)
+    }
+
+    /// A tree from this cache (nothing is downloaded); a damaged copy is
+    /// forgotten, so that the server's replaces it.
+    pub fn cached_tree(&self, keys: &Keys, id: &TreeId) -> Option<Tree> {
+        let sealed = self.cached(&id.0)?;
+        let opened = blob::open(keys, BlobKind::Tree, &id.0, &sealed)
+            .ok()
+            .and_then(|plain| Some((Tree::decode(&plain).ok()?, plain.len())));
+        match opened {
+            Some((t, size)) => {
+                self.remember(id.0, &t, size);
+                Some(t)
+            }
+            None => {
+                self.with_index(|i| i.remove(&id.0));
+                None
+            }
+        }
     }
 
     fn remember(&self, id: BlobId, tree: &Tree, size: usize) {

@@ -571,6 +571,48 @@ impl Walker<'_> {
     }
 }
 
+/// Downloads the backup's directory listings a level at a time, ahead of
+/// the walk, when this device has not cached them (a new device): a few
+/// requests instead of one per directory, each of which the walk would
+/// wait a round trip for. Nothing is done when the top level's are cached
+/// (the device made the backup); it stops when the walk is over. Best
+/// effort: the walk loads whatever is not here yet itself.
+fn prefetch_trees(
+    cache: &Cache,
+    remote: &dyn Remote,
+    keys: &Keys,
+    root: &Tree,
+    walked: &AtomicBool,
+) {
+    let subdirs = |t: &Tree| -> Vec<BlobId> {
+        t.nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Dir)
+            .filter_map(|n| n.subtree.map(|t| t.0))
+            .collect()
+    };
+    let mut level = subdirs(root);
+    if cache.kept_all(&level) {
+        return;
+    }
+    let mut seen = HashSet::new();
+    while !level.is_empty() && !walked.load(Ordering::Relaxed) {
+        // A directory stored twice (the same contents) is one listing.
+        level.retain(|id| seen.insert(*id));
+        cache.fetch_trees(remote, &level);
+        let mut next = Vec::new();
+        for id in &level {
+            if walked.load(Ordering::Relaxed) {
+                return;
+            }
+            if let Some(t) = cache.cached_tree(keys, &TreeId(*id)) {
+                next.extend(subdirs(&t));
+            }
+        }
+        level = next;
+    }
+}
+
 /// Opens downloaded chunks (`None`: missing or damaged), in order.
 fn open_part(keys: &Keys, part: Chunks) -> Vec<Option<Vec<u8>>> {
     part.into_iter()
@@ -1103,7 +1145,13 @@ pub fn restore(
     // Why a download failed, which stops the restore.
     let download_failed: Mutex<Option<ClientError>> = Mutex::new(None);
 
+    // Set once the walk is over: listings fetched after that are wasted.
+    let walked = AtomicBool::new(false);
+
     let (walker_out, fetch_out, open_out, writers_out) = std::thread::scope(|s| {
+        if sel.is_none() {
+            s.spawn(|| prefetch_trees(&cache, remote, &keys, &root, &walked));
+        }
         let walker = s.spawn(|| {
             let mut w = Walker {
                 keys: &keys,
@@ -1129,6 +1177,7 @@ pub fn restore(
                 fresh,
                 false,
             );
+            walked.store(true, Ordering::Relaxed);
             (w.dirs, w.links, w.symlinks, w.unmatched, w.staged_roots)
         });
         let (request_tx, request_rx) = bounded::<Request>(0);
