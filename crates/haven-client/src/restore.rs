@@ -429,7 +429,7 @@ impl Walker<'_> {
         &mut self,
         dir: &Path,
         shown: &Path,
-        tree: &Tree,
+        tree: Tree,
         sel: Option<&PathTree>,
         sel_path: &Path,
         fresh: bool,
@@ -454,7 +454,7 @@ impl Walker<'_> {
         if subtrees.len() > 1 {
             self.cache.fetch_trees(self.remote, &subtrees);
         }
-        for node in &tree.nodes {
+        for node in tree.nodes {
             let child_sel = match sel {
                 Some(s) if !s.full => match s.children.get(node.name.as_slice()) {
                     Some(c) => Some(c),
@@ -474,7 +474,6 @@ impl Walker<'_> {
             }
             let path = dir.join(OsStr::from_bytes(&node.name));
             let shown_path = shown.join(OsStr::from_bytes(&node.name));
-            let sel_child_path = sel_path.join(OsStr::from_bytes(&node.name));
             match node.kind {
                 NodeKind::Dir => {
                     let Some((at, created, in_staging)) =
@@ -482,8 +481,10 @@ impl Walker<'_> {
                     else {
                         continue;
                     };
-                    self.dirs.push((shown_path.clone(), node.clone()));
-                    let Some(id) = node.subtree else {
+                    let subtree = node.subtree;
+                    let sel_child_path = sel_path.join(OsStr::from_bytes(&node.name));
+                    self.dirs.push((shown_path.clone(), node));
+                    let Some(id) = subtree else {
                         self.fail(&shown_path, "the directory has no listing in the backup");
                         continue;
                     };
@@ -491,7 +492,7 @@ impl Walker<'_> {
                         self.walk(
                             &at,
                             &shown_path,
-                            &t,
+                            t,
                             child_sel,
                             &sel_child_path,
                             created,
@@ -503,7 +504,7 @@ impl Walker<'_> {
                     if child_sel.is_some_and(|s| !s.full) {
                         continue;
                     }
-                    self.symlink(&path, &shown_path, node, self.overwrite || staged);
+                    self.symlink(&path, &shown_path, &node, self.overwrite || staged);
                 }
                 NodeKind::File => {
                     if child_sel.is_some_and(|s| !s.full) {
@@ -524,7 +525,7 @@ impl Walker<'_> {
                         .send(FileJob {
                             path,
                             shown: shown_path,
-                            node: node.clone(),
+                            node,
                             fresh,
                             staged,
                         })
@@ -1171,7 +1172,7 @@ pub fn restore(
             let _ = w.walk(
                 &target,
                 &target,
-                &root,
+                root.clone(),
                 sel.as_ref(),
                 Path::new("/"),
                 fresh,
