@@ -621,8 +621,48 @@ fn open_part(keys: &Keys, part: Chunks) -> Vec<Option<Vec<u8>>> {
         .collect()
 }
 
-/// Turns downloaded chunks into verified pieces for the writers. A helper
-/// thread opens the second half of every unit of more than a few chunks.
+/// A unit of the restore whose download, if it has one, has arrived.
+enum Arrived {
+    Whole(Vec<FileJob>, Chunks),
+    Start(FileJob),
+    Window(Chunks),
+    End,
+}
+
+/// Threads opening units at once, and units between download and writers
+/// at most (each up to `BATCH_BYTES` of small files, or a window of a
+/// large file).
+const OPENERS: usize = 2;
+const OPENING: usize = 4;
+
+/// The pieces for the writers of one unit, its chunks opened.
+fn open_unit(keys: &Keys, unit: Arrived) -> Vec<Piece> {
+    match unit {
+        Arrived::Whole(jobs, sealed) => {
+            let mut chunks = open_part(keys, sealed).into_iter();
+            let files = jobs
+                .into_iter()
+                .map(|job| {
+                    let mine = chunks.by_ref().take(job.node.content.len()).collect();
+                    (job, mine)
+                })
+                .collect();
+            vec![Piece::Files(files)]
+        }
+        Arrived::Start(job) => vec![Piece::Start(Box::new(job))],
+        Arrived::Window(sealed) => open_part(keys, sealed)
+            .into_iter()
+            .map(Piece::Chunk)
+            .collect(),
+        Arrived::End => vec![Piece::End],
+    }
+}
+
+/// Turns downloaded chunks into verified pieces for the writers, in order.
+/// Units are opened by [`OPENERS`] threads side by side, each a whole unit,
+/// and handed on in their order: before, the two threads split each unit
+/// and met at its end, so one waited whenever its half was the smaller
+/// (a large file's window, a batch's halves of different sizes).
 fn opener(
     keys: &Keys,
     rx: Receiver<Sealed>,
@@ -630,34 +670,41 @@ fn opener(
     failed: &Mutex<Option<ClientError>>,
 ) {
     std::thread::scope(|s| {
-        let (half_tx, half_rx) = bounded::<Chunks>(1);
-        let (opened_tx, opened_rx) = bounded::<Vec<Option<Vec<u8>>>>(1);
+        let (work_tx, work_rx) = bounded::<(usize, Arrived)>(0);
+        let (done_tx, done_rx) = bounded::<(usize, Vec<Piece>)>(OPENERS);
+        // A unit takes a slot when it is handed to an opener and gives it
+        // back once its pieces are handed on: this bounds what is held.
+        let (slot_tx, slot_rx) = bounded::<()>(OPENING);
+        for _ in 0..OPENING {
+            let _ = slot_tx.send(());
+        }
+        for _ in 0..OPENERS {
+            let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
+            s.spawn(move || {
+                for (n, unit) in work_rx {
+                    if done_tx.send((n, open_unit(keys, unit))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop((work_rx, done_tx));
         s.spawn(move || {
-            for part in half_rx {
-                if opened_tx.send(open_part(keys, part)).is_err() {
-                    return;
+            let mut next = 0;
+            let mut held = HashMap::new();
+            for (n, pieces) in done_rx {
+                held.insert(n, pieces);
+                while let Some(pieces) = held.remove(&next) {
+                    for piece in pieces {
+                        if out.send(piece).is_err() {
+                            return;
+                        }
+                    }
+                    next += 1;
+                    let _ = slot_tx.send(());
                 }
             }
         });
-        let open_chunks = |sealed: Chunks| {
-            if sealed.len() < 4 {
-                return open_part(keys, sealed);
-            }
-            let mut first = sealed;
-            let second = first.split_off(first.len() / 2);
-            let total = first.len() + second.len();
-            let sent = half_tx.send(second);
-            let mut opened = open_part(keys, first);
-            match sent {
-                Ok(()) => match opened_rx.recv() {
-                    Ok(rest) => opened.extend(rest),
-                    // Only a bug ends the helper early; its chunks count as damaged.
-                    Err(_) => opened.resize(total, None),
-                },
-                Err(back) => opened.extend(open_part(keys, back.into_inner())),
-            }
-            opened
-        };
         // The chunks of a download, or why it failed: then the restore stops.
         let arrived = |pending: Pending| match pending.recv() {
             Ok(Ok(sealed)) => Some(sealed),
@@ -669,35 +716,24 @@ fn opener(
             }
             Err(_) => None,
         };
-        for unit in rx {
-            let pieces: Vec<Piece> = match unit {
-                Sealed::Whole(jobs, pending) => {
-                    let Some(sealed) = arrived(pending) else {
-                        return;
-                    };
-                    let mut chunks = open_chunks(sealed).into_iter();
-                    let files = jobs
-                        .into_iter()
-                        .map(|job| {
-                            let mine = chunks.by_ref().take(job.node.content.len()).collect();
-                            (job, mine)
-                        })
-                        .collect();
-                    vec![Piece::Files(files)]
-                }
-                Sealed::Start(job) => vec![Piece::Start(Box::new(job))],
-                Sealed::Window(pending) => {
-                    let Some(sealed) = arrived(pending) else {
-                        return;
-                    };
-                    open_chunks(sealed).into_iter().map(Piece::Chunk).collect()
-                }
-                Sealed::End => vec![Piece::End],
+        for (n, unit) in rx.into_iter().enumerate() {
+            if slot_rx.recv().is_err() {
+                return;
+            }
+            let unit = match unit {
+                Sealed::Whole(jobs, pending) => match arrived(pending) {
+                    Some(sealed) => Arrived::Whole(jobs, sealed),
+                    None => return,
+                },
+                Sealed::Start(job) => Arrived::Start(job),
+                Sealed::Window(pending) => match arrived(pending) {
+                    Some(sealed) => Arrived::Window(sealed),
+                    None => return,
+                },
+                Sealed::End => Arrived::End,
             };
-            for piece in pieces {
-                if out.send(piece).is_err() {
-                    return;
-                }
+            if work_tx.send((n, unit)).is_err() {
+                return;
             }
         }
     });
