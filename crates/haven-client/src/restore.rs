@@ -52,7 +52,7 @@ use crate::{ClientError, Remote, Result};
 /// Files up to this size are fetched together with others.
 const SMALL_FILE: u64 = 8 << 20;
 /// A batch of small files is fetched when it reaches this many bytes…
-const BATCH_BYTES: u64 = 16 << 20;
+const BATCH_BYTES: u64 = 8 << 20;
 /// …or this many files.
 const BATCH_FILES: usize = 256;
 /// Chunks of a large file fetched per request.
@@ -633,7 +633,7 @@ enum Arrived {
 /// at most (each up to `BATCH_BYTES` of small files, or a window of a
 /// large file).
 const OPENERS: usize = 2;
-const OPENING: usize = 4;
+const OPENING: usize = 3;
 
 /// The pieces for the writers of one unit, its chunks opened.
 fn open_unit(keys: &Keys, unit: Arrived) -> Vec<Piece> {
@@ -671,7 +671,7 @@ fn opener(
 ) {
     std::thread::scope(|s| {
         let (work_tx, work_rx) = bounded::<(usize, Arrived)>(0);
-        let (done_tx, done_rx) = bounded::<(usize, Vec<Piece>)>(OPENERS);
+        let (done_tx, done_rx) = bounded::<(usize, std::thread::Result<Vec<Piece>>)>(OPENERS);
         // A unit takes a slot when it is handed to an opener and gives it
         // back once its pieces are handed on: this bounds what is held.
         let (slot_tx, slot_rx) = bounded::<()>(OPENING);
@@ -682,7 +682,13 @@ fn opener(
             let (work_rx, done_tx) = (work_rx.clone(), done_tx.clone());
             s.spawn(move || {
                 for (n, unit) in work_rx {
-                    if done_tx.send((n, open_unit(keys, unit))).is_err() {
+                    // Only a bug panics here; it is passed on below, so
+                    // that the restore stops instead of waiting for this
+                    // unit for ever.
+                    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        open_unit(keys, unit)
+                    }));
+                    if done_tx.send((n, opened)).is_err() {
                         return;
                     }
                 }
@@ -692,8 +698,11 @@ fn opener(
         s.spawn(move || {
             let mut next = 0;
             let mut held = HashMap::new();
-            for (n, pieces) in done_rx {
-                held.insert(n, pieces);
+            for (n, opened) in done_rx {
+                match opened {
+                    Ok(pieces) => held.insert(n, pieces),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                };
                 while let Some(pieces) = held.remove(&next) {
                     for piece in pieces {
                         if out.send(piece).is_err() {
