@@ -71,8 +71,10 @@ const CACHE_IDS: usize = 1 << 19;
 struct Lookups {
     path: std::path::PathBuf,
     idle: Mutex<Vec<rusqlite::Connection>>,
-    /// Bounds the connections open at once, and so their page caches.
-    permits: tokio::sync::Semaphore,
+    /// Bounds the connections open at once, and so their page caches. A
+    /// permit is held until the blocking work ends, even when the request
+    /// that asked has gone.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Lookup connections open at most.
@@ -104,13 +106,13 @@ impl Lookups {
         F: FnOnce(&rusqlite::Connection) -> Result<R, StoreError> + Send + 'static,
         R: Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| StoreError::Invalid("the metadata store is closed".into()))?;
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let idle = me.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match idle {
                 Some(c) => c,
@@ -866,7 +868,7 @@ impl SqliteMeta {
         let lookups = Arc::new(Lookups {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
-            permits: tokio::sync::Semaphore::new(LOOKUP_CONNECTIONS),
+            permits: Arc::new(tokio::sync::Semaphore::new(LOOKUP_CONNECTIONS)),
         });
         let me = SqliteMeta {
             pool,
