@@ -10,6 +10,11 @@ use haven_testkit::{Device, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_haven");
 
+/// A device with the tests' password, its state in `dir`.
+fn device(dir: &Path, url: &str) -> Device {
+    Device::new(Path::new(BIN), dir, url, "correct horse battery")
+}
+
 fn restored(root: &Path, original: &Path) -> std::path::PathBuf {
     root.join(original.strip_prefix("/").unwrap())
 }
@@ -20,12 +25,7 @@ fn wiped_laptop_gets_everything_back_on_a_new_device() {
     let server = TestServer::start(&tmp.path().join("server"));
     let src = tmp.path().join("home");
     populate(&src, "zebra-unicorn-4711");
-    let laptop = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("laptop"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let laptop = device(&tmp.path().join("laptop"), &server.url());
     laptop.signup("ann@example.org", "laptop");
 
     let b = laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
@@ -37,12 +37,7 @@ fn wiped_laptop_gets_everything_back_on_a_new_device() {
     assert!(b["id"].as_str().unwrap().len() == 32);
 
     // The laptop is wiped: a fresh state directory, signed in with the password.
-    let fresh = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("fresh"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let fresh = device(&tmp.path().join("fresh"), &server.url());
     let login = fresh.login("ann@example.org", "laptop");
     assert_eq!(login["existing_device"], true);
     let list = fresh.json(&["backups", "list", "--json"]);
@@ -56,12 +51,7 @@ fn wiped_laptop_gets_everything_back_on_a_new_device() {
     assert_same_tree(&src, &restored(&out, &src));
 
     // A different device of the same account restores it too, with --device.
-    let phone = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("phone"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let phone = device(&tmp.path().join("phone"), &server.url());
     assert_eq!(
         phone.login("ann@example.org", "desktop")["existing_device"],
         false
@@ -95,21 +85,11 @@ fn a_restore_on_a_new_device_fetches_directory_listings_together() {
             fs::write(d.join("file.txt"), format!("{a}/{b}")).unwrap();
         }
     }
-    let laptop = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("laptop"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let laptop = device(&tmp.path().join("laptop"), &server.url());
     laptop.signup("ann@example.org", "laptop");
     laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
 
-    let fresh = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("fresh"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let fresh = device(&tmp.path().join("fresh"), &server.url());
     fresh.login("ann@example.org", "laptop");
     let out = tmp.path().join("out");
     let r = fresh.json(&["restore", "latest", "--to", out.to_str().unwrap(), "--json"]);
@@ -131,12 +111,7 @@ fn incremental_backups_send_only_what_changed_and_every_version_restores() {
     let src = tmp.path().join("data");
     populate(&src, "first-version");
     fs::write(src.join("log.bin"), noise(10 << 20, 9)).unwrap();
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let dev = device(&tmp.path().join("dev"), &server.url());
     dev.signup("bob@example.org", "desk");
     let first = dev.json(&["backup", src.to_str().unwrap(), "--json"]);
     let v1 = tmp.path().join("v1");
@@ -203,12 +178,7 @@ fn restore_selects_paths_and_leaves_existing_files_alone() {
     let server = TestServer::start(&tmp.path().join("server"));
     let src = tmp.path().join("data");
     populate(&src, "select");
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let dev = device(&tmp.path().join("dev"), &server.url());
     dev.signup("sel@example.org", "d");
     dev.json(&["backup", src.to_str().unwrap(), "--json"]);
 
@@ -274,12 +244,7 @@ fn special_files_are_skipped_with_a_warning_and_the_backup_succeeds() {
     .unwrap();
     fs::write(src.join("cache-dir/junk"), "junk").unwrap();
     fs::write(src.join("skip.iso"), "iso").unwrap();
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let dev = device(&tmp.path().join("dev"), &server.url());
     dev.signup("fifo@example.org", "d");
     let b = dev.json(&[
         "backup",
@@ -309,12 +274,7 @@ fn a_second_backup_of_the_same_device_is_refused_while_one_runs() {
     let server = TestServer::start(&tmp.path().join("server"));
     let src = tmp.path().join("data");
     fs::create_dir_all(&src).unwrap();
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let dev = device(&tmp.path().join("dev"), &server.url());
     dev.signup("lock@example.org", "d");
     // Hold the lock as a running backup does.
     let lock = fs::OpenOptions::new()
@@ -339,12 +299,7 @@ fn deleting_a_backup_needs_confirmation_without_a_terminal() {
     let src = tmp.path().join("data");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("f"), "x").unwrap();
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let dev = device(&tmp.path().join("dev"), &server.url());
     dev.signup("del@example.org", "d");
     let b = dev.json(&["backup", src.to_str().unwrap(), "--json"]);
     let id = b["id"].as_str().unwrap();
@@ -388,12 +343,7 @@ fn a_plain_backup_covers_home_without_caches_or_havens_own_state() {
     fs::create_dir_all(home.join("Documents")).unwrap();
     fs::write(home.join("Documents/cv.txt"), "cv").unwrap();
     // The device's own state lives in the home directory here.
-    let dev = Device::new(
-        Path::new(BIN),
-        &home.join(".config/haven"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let dev = device(&home.join(".config/haven"), &server.url());
     dev.signup("home@example.org", "d");
     let home_s = home.to_str().unwrap();
     let out = dev.run_env(&["backup", "--json"], &[("HOME", home_s)]);
@@ -489,12 +439,7 @@ fn restore_onto_a_small_disk(
     for (name, size, seed) in files {
         fs::write(src.join(name), noise(*size, *seed)).unwrap();
     }
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let dev = device(&tmp.path().join("dev"), &server.url());
     dev.signup(email, "d");
     dev.json(&["backup", src.to_str().unwrap(), "--json"]);
     let small = tmp.path().join("small");

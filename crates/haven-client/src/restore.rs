@@ -122,14 +122,20 @@ struct FileJob {
     staged: bool,
 }
 
-/// Downloads, done or under way, not yet opened: what the fetcher hands
-/// the opener.
-enum Sealed {
-    Whole(Vec<FileJob>, Pending),
-    Start(FileJob),
-    Window(Pending),
+/// A unit of the restore, in order: a batch of small files, or the start,
+/// a window of chunks, or the end of a large file. `D` is its download.
+enum Unit<D> {
+    Whole(Vec<FileJob>, D),
+    Start(Box<FileJob>),
+    Window(D),
     End,
 }
+
+/// Downloads, done or under way, not yet opened: what the fetcher hands
+/// the opener.
+type Sealed = Unit<Pending>;
+/// A unit whose download, if it has one, has arrived.
+type Arrived = Unit<Chunks>;
 
 /// Chunks, still sealed, in order (`None`: missing or damaged).
 type Chunks = Vec<(BlobId, Option<Bytes>)>;
@@ -621,14 +627,6 @@ fn open_part(keys: &Keys, part: Chunks) -> Vec<Option<Vec<u8>>> {
         .collect()
 }
 
-/// A unit of the restore whose download, if it has one, has arrived.
-enum Arrived {
-    Whole(Vec<FileJob>, Chunks),
-    Start(FileJob),
-    Window(Chunks),
-    End,
-}
-
 /// Threads opening units at once, and units between download and writers
 /// at most (each up to `BATCH_BYTES` of small files, or a window of a
 /// large file).
@@ -638,7 +636,7 @@ const OPENING: usize = 3;
 /// The pieces for the writers of one unit, its chunks opened.
 fn open_unit(keys: &Keys, unit: Arrived) -> Vec<Piece> {
     match unit {
-        Arrived::Whole(jobs, sealed) => {
+        Unit::Whole(jobs, sealed) => {
             let mut chunks = open_part(keys, sealed).into_iter();
             let files = jobs
                 .into_iter()
@@ -649,12 +647,12 @@ fn open_unit(keys: &Keys, unit: Arrived) -> Vec<Piece> {
                 .collect();
             vec![Piece::Files(files)]
         }
-        Arrived::Start(job) => vec![Piece::Start(Box::new(job))],
-        Arrived::Window(sealed) => open_part(keys, sealed)
+        Unit::Start(job) => vec![Piece::Start(job)],
+        Unit::Window(sealed) => open_part(keys, sealed)
             .into_iter()
             .map(Piece::Chunk)
             .collect(),
-        Arrived::End => vec![Piece::End],
+        Unit::End => vec![Piece::End],
     }
 }
 
@@ -730,16 +728,16 @@ fn opener(
                 return;
             }
             let unit = match unit {
-                Sealed::Whole(jobs, pending) => match arrived(pending) {
-                    Some(sealed) => Arrived::Whole(jobs, sealed),
+                Unit::Whole(jobs, pending) => match arrived(pending) {
+                    Some(sealed) => Unit::Whole(jobs, sealed),
                     None => return,
                 },
-                Sealed::Start(job) => Arrived::Start(job),
-                Sealed::Window(pending) => match arrived(pending) {
-                    Some(sealed) => Arrived::Window(sealed),
+                Unit::Start(job) => Unit::Start(job),
+                Unit::Window(pending) => match arrived(pending) {
+                    Some(sealed) => Unit::Window(sealed),
                     None => return,
                 },
-                Sealed::End => Arrived::End,
+                Unit::End => Unit::End,
             };
             if work_tx.send((n, unit)).is_err() {
                 return;
@@ -869,7 +867,7 @@ fn fetcher(
         batch_bytes = 0;
         batch_chunks = 0;
         let ids: Vec<BlobId> = job.node.content.iter().map(|c| c.0).collect();
-        if out.send(Sealed::Start(job)).is_err() {
+        if out.send(Sealed::Start(Box::new(job))).is_err() {
             return;
         }
         for window in ids.chunks(BIG_WINDOW) {
