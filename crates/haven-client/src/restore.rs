@@ -236,11 +236,18 @@ fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Sets a restored file's owner (as root), mode and times through its open
 /// descriptor. The owner goes first: changing it clears set-id bits.
+/// Owner and mode are changed only where they differ: each change is an
+/// inode update in the file system's journal, and most restored files are
+/// created with both right already (see `FileWriter::create`).
 fn set_file_meta(f: &File, node: &Node) -> std::io::Result<()> {
-    if is_root() {
+    let now = f.metadata()?;
+    let chown = is_root() && (now.uid() != node.uid || now.gid() != node.gid);
+    if chown {
         std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid))?;
     }
-    f.set_permissions(fs::Permissions::from_mode(node.mode))?;
+    if chown || now.mode() & 0o7777 != node.mode & 0o7777 {
+        f.set_permissions(fs::Permissions::from_mode(node.mode))?;
+    }
     let t = filetime(node.mtime);
     filetime::set_file_handle_times(f, Some(t), Some(t))
 }
@@ -252,8 +259,9 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
 }
 
 fn euid() -> u32 {
+    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
+    *EUID.get_or_init(|| unsafe { libc::geteuid() })
 }
 
 fn is_root() -> bool {
@@ -928,10 +936,18 @@ impl FileWriter {
         if !job.fresh {
             let _ = fs::remove_file(&temp);
         }
+        // Inside a staging directory (private until the restore ends) a
+        // file can be made with its permission bits at once; next to other
+        // files it stays private until complete.
+        let mode = if job.staged {
+            job.node.mode & 0o777
+        } else {
+            0o600
+        };
         match File::options()
             .write(true)
             .create_new(true)
-            .mode(0o600)
+            .mode(mode)
             .open(&temp)
         {
             Ok(f) => Ok(FileWriter {

@@ -49,12 +49,19 @@ pub fn populate(root: &Path, secret: &str) {
     fs::write(root.join("photos/big.raw"), noise(12 << 20, 2)).unwrap();
     fs::write(root.join("photos/small.jpg"), noise(70_000, 3)).unwrap();
     fs::write(root.join("script.sh"), b"#!/bin/sh\necho hi\n").unwrap();
-    fs::set_permissions(root.join("script.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+    // Set-id bits, and bits a usual umask takes off a new file: a restore
+    // must set both after creating the file.
+    fs::set_permissions(root.join("script.sh"), fs::Permissions::from_mode(0o4750)).unwrap();
     fs::write(root.join("private.key"), b"k").unwrap();
     fs::set_permissions(root.join("private.key"), fs::Permissions::from_mode(0o600)).unwrap();
     let weird = std::ffi::OsStr::from_bytes(b"caf\xe9-latin1-\xff.txt");
     fs::write(root.join(weird), b"not utf-8 name").unwrap();
     fs::write(root.join("spaces and ünïcödé.txt"), b"unicode").unwrap();
+    fs::set_permissions(
+        root.join("spaces and ünïcödé.txt"),
+        fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
     symlink("docs/note.txt", root.join("link-to-note")).unwrap();
     symlink("/nonexistent/dangling", root.join("dangling")).unwrap();
     fs::hard_link(root.join("docs/note.txt"), root.join("hardlink-to-note")).unwrap();
