@@ -77,6 +77,11 @@ measure() {
     printf '%s\t%s\t%s\t%s\n' "$tool" "$step" "$wall" "$rss" >> "$results"
     rm -f "$t"
 }
+# Reads a tree, so that the measured command finds it in the page cache.
+# Needed right before each command: this machine (a VM) pages out what
+# nobody touched for a minute (DAMON's `pageout` scheme: age of 12 rounds
+# of 5 s, up to 128 MiB/s), so a repository written minutes before its
+# restore is partly back on the disk.
 warm() { tar cf - -C "$1" . | cat >/dev/null; }
 
 repos=$work/repos
@@ -136,6 +141,10 @@ restore() { # TOOL
     dst=$(fresh_fs)/restore-$1
     mkdir -p "$dst"
     case $1 in
+        haven) warm "$hs" ;;
+        *) warm "$repos/$1" ;;
+    esac
+    case $1 in
         haven) measure haven restore "$haven" restore latest --to "$dst" ;;
         restic) measure restic restore restic -r "$repos/restic" restore latest --target "$dst" ;;
         rustic) measure rustic restore rustic -r "$repos/rustic" restore latest "$dst" ;;
@@ -179,7 +188,7 @@ one_run() {
     if [ -z "$no_restore" ]; then
         for t in "${order[@]}"; do restore "$t"; done
         # The restores' yardstick, in the same conditions: a plain copy.
-        cp_to=$(fresh_fs)/cp && measure ceiling cp-a cp -a "$base" "$cp_to"
+        cp_to=$(fresh_fs)/cp && warm "$base" && measure ceiling cp-a cp -a "$base" "$cp_to"
         drop_fs
     fi
     for t in "${tools[@]}"; do

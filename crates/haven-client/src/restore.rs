@@ -236,18 +236,11 @@ fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Sets a restored file's owner (as root), mode and times through its open
 /// descriptor. The owner goes first: changing it clears set-id bits.
-/// Owner and mode are changed only where they differ: each change is an
-/// inode update in the file system's journal, and most restored files are
-/// created with both right already (see `FileWriter::create`).
 fn set_file_meta(f: &File, node: &Node) -> std::io::Result<()> {
-    let now = f.metadata()?;
-    let chown = is_root() && (now.uid() != node.uid || now.gid() != node.gid);
-    if chown {
+    if is_root() {
         std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid))?;
     }
-    if chown || now.mode() & 0o7777 != node.mode & 0o7777 {
-        f.set_permissions(fs::Permissions::from_mode(node.mode))?;
-    }
+    f.set_permissions(fs::Permissions::from_mode(node.mode))?;
     let t = filetime(node.mtime);
     filetime::set_file_handle_times(f, Some(t), Some(t))
 }
@@ -259,9 +252,8 @@ fn private_dir(path: &Path) -> std::io::Result<()> {
 }
 
 fn euid() -> u32 {
-    static EUID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
-    *EUID.get_or_init(|| unsafe { libc::geteuid() })
+    unsafe { libc::geteuid() }
 }
 
 fn is_root() -> bool {
@@ -936,18 +928,10 @@ impl FileWriter {
         if !job.fresh {
             let _ = fs::remove_file(&temp);
         }
-        // Inside a staging directory (private until the restore ends) a
-        // file can be made with its permission bits at once; next to other
-        // files it stays private until complete.
-        let mode = if job.staged {
-            job.node.mode & 0o777
-        } else {
-            0o600
-        };
         match File::options()
             .write(true)
             .create_new(true)
-            .mode(mode)
+            .mode(0o600)
             .open(&temp)
         {
             Ok(f) => Ok(FileWriter {

@@ -2,7 +2,8 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -196,7 +197,9 @@ impl ObjectStore for LocalDirStore {
             let mut out = Vec::with_capacity(ranges.len());
             for run in runs(&ranges) {
                 let (start, end) = (run[0].0, run[run.len() - 1].0 + run[run.len() - 1].1 as u64);
-                let buf = read_run(&f, start, end)?;
+                let mut buf = vec![0u8; (end - start) as usize];
+                f.read_exact_at(&mut buf, start)?;
+                let buf = Bytes::from(buf);
                 for &(offset, len) in run {
                     let at = (offset - start) as usize;
                     out.push(buf.slice(at..at + len as usize));
@@ -294,28 +297,12 @@ const RUN_GAP: u64 = 64 << 10;
 const RUN_SPAN: u64 = 8 << 20;
 
 /// Splits ranges (already checked to lie in the object) into runs that are
-/// each read with one call: a restore asks for a pack's blobs in the
+/// each read with one `pread`: a restore asks for a pack's blobs in the
 /// order they were written, mostly back to back. A run only goes forward,
 /// skips at most `RUN_GAP` bytes at a time and spans at most `RUN_SPAN`
 /// (or one range, however long). The gaps read in all come to at most the
 /// bytes asked for, so a call never holds more than twice what it returns,
 /// whatever the ranges (a fetch may repeat ids to make many short runs).
-/// Bytes `start..end` of `f`, read straight into a new buffer (a zeroed
-/// one would be written twice: by memset, then by the read).
-fn read_run(f: &File, start: u64, end: u64) -> Result<Bytes, StoreError> {
-    let want = (end - start) as usize;
-    let mut buf = Vec::with_capacity(want);
-    let mut r = f;
-    r.seek(io::SeekFrom::Start(start))?;
-    r.take(want as u64).read_to_end(&mut buf)?;
-    if buf.len() != want {
-        return Err(StoreError::Invalid(format!(
-            "range {start}+{want} beyond the end of the object"
-        )));
-    }
-    Ok(Bytes::from(buf))
-}
-
 fn runs(ranges: &[(u64, u32)]) -> Vec<&[(u64, u32)]> {
     let mut gap_budget: u64 = ranges.iter().map(|r| r.1 as u64).sum();
     let mut out = Vec::new();
