@@ -61,6 +61,24 @@ export BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS
 
 results=$work/results.tsv
 : > "$results"
+# Touches 3 GiB of memory and frees it, so that what the measured command
+# allocates next (its heap, and the page cache of what it writes) is
+# memory the machine used a moment ago. This machine is a VM that hands
+# memory freed for more than a few seconds back to its host (free page
+# reporting), and the next first touch of such a page costs a fault on the
+# host: touching 4 GiB took 1.47 s right after the same had been freed,
+# 6.87 s after 30 s idle (round 13). Without this, whichever command first
+# wrote much after a pause paid for it: the first run's restores, every
+# tool's, took up to twice as long.
+prefault() {
+    python3 -c '
+import mmap
+n = 3 << 30
+m = mmap.mmap(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+for i in range(0, n, 4096):
+    m[i] = 1
+'
+}
 # measure TOOL STEP CMD...: wall seconds and peak RSS (kB) of CMD.
 measure() {
     local tool=$1 step=$2
@@ -70,6 +88,7 @@ measure() {
     # Every measurement starts with the page cache's dirty data written
     # out: otherwise a tool pays for the writeback of the one before it.
     sync
+    prefault
     /usr/bin/time -v -o "$t" "$@" >/dev/null 2>"$work/last.err" || { cat "$work/last.err" >&2; echo "$tool $step failed" >&2; exit 1; }
     local wall rss
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$t" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
