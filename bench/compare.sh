@@ -163,15 +163,11 @@ restore() { # TOOL
     dst=$(fresh_fs)/restore-$1
     mkdir -p "$dst"
     case $1 in
-        haven) warm "$hs" ;;
-        *) warm "$repos/$1" ;;
-    esac
-    case $1 in
-        haven) measure haven restore "$haven" restore latest --to "$dst" ;;
-        restic) measure restic restore restic -r "$repos/restic" restore latest --target "$dst" ;;
-        rustic) measure rustic restore rustic -r "$repos/rustic" restore latest "$dst" ;;
-        borg-lz4) (cd "$dst" && measure borg-lz4 restore borg extract "$repos/borg-lz4::after-1pct") ;;
-        borg-zstd) (cd "$dst" && measure borg-zstd restore borg extract "$repos/borg-zstd::after-1pct") ;;
+        haven) warm "$hs"; measure haven restore "$haven" restore latest --to "$dst" ;;
+        restic) warm "$repos/restic"; measure restic restore restic -r "$repos/restic" restore latest --target "$dst" ;;
+        rustic) warm "$repos/rustic"; measure rustic restore rustic -r "$repos/rustic" restore latest "$dst" ;;
+        borg-lz4) warm "$repos/borg-lz4"; (cd "$dst" && measure borg-lz4 restore borg extract "$repos/borg-lz4::after-1pct") ;;
+        borg-zstd) warm "$repos/borg-zstd"; (cd "$dst" && measure borg-zstd restore borg extract "$repos/borg-zstd::after-1pct") ;;
     esac
     diff -r "$base" "$dst$base" >/dev/null || { echo "$1 restored something else" >&2; exit 1; }
 }

@@ -450,13 +450,10 @@ impl Walker<'_> {
         }
         // The listings of the directories below, in one request when this
         // device has not cached them (a restore onto a new device).
-        let subtrees: Vec<BlobId> = tree
-            .nodes
-            .iter()
-            .filter(|n| n.kind == NodeKind::Dir)
-            .filter(|n| sel.is_none_or(|s| s.full || s.children.contains_key(n.name.as_slice())))
-            .filter_map(|n| n.subtree.map(|t| t.0))
-            .collect();
+        let subtrees =
+            listings(tree.nodes.iter().filter(|n| {
+                sel.is_none_or(|s| s.full || s.children.contains_key(n.name.as_slice()))
+            }));
         if subtrees.len() > 1 {
             self.cache.fetch_trees(self.remote, &subtrees);
         }
@@ -578,6 +575,14 @@ impl Walker<'_> {
     }
 }
 
+/// The listings of the directories among `nodes`.
+fn listings<'a>(nodes: impl Iterator<Item = &'a Node>) -> Vec<BlobId> {
+    nodes
+        .filter(|n| n.kind == NodeKind::Dir)
+        .filter_map(|n| n.subtree.map(|t| t.0))
+        .collect()
+}
+
 /// Downloads the backup's directory listings a level at a time, ahead of
 /// the walk, when this device has not cached them (a new device): a few
 /// requests instead of one per directory, each of which the walk would
@@ -591,14 +596,7 @@ fn prefetch_trees(
     root: &Tree,
     walked: &AtomicBool,
 ) {
-    let subdirs = |t: &Tree| -> Vec<BlobId> {
-        t.nodes
-            .iter()
-            .filter(|n| n.kind == NodeKind::Dir)
-            .filter_map(|n| n.subtree.map(|t| t.0))
-            .collect()
-    };
-    let mut level = subdirs(root);
+    let mut level = listings(root.nodes.iter());
     if cache.kept_all(&level) {
         return;
     }
@@ -613,7 +611,7 @@ fn prefetch_trees(
                 return;
             }
             if let Some(t) = cache.cached_tree(keys, &TreeId(*id)) {
-                next.extend(subdirs(&t));
+                next.extend(listings(t.nodes.iter()));
             }
         }
         level = next;
