@@ -12,8 +12,8 @@
 //! ends. Under an upload limit it goes in parts of [`UPLOAD_PART`] bytes,
 //! each spaced by the limiter.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,6 +41,11 @@ pub struct HttpRemote {
     sent: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU32,
+    /// Wakes the requests waiting to retry once the budget is spent, so
+    /// that a restore or backup whose server went away stops with the
+    /// error at once instead of after the longest pause of its threads.
+    retry_lock: Mutex<()>,
+    budget_spent: Condvar,
     limiter: Option<RateLimiter>,
     session: Mutex<Option<String>>,
 }
@@ -132,6 +137,8 @@ impl HttpRemote {
             sent: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU32::new(0),
+            retry_lock: Mutex::new(()),
+            budget_spent: Condvar::new(),
             limiter: None,
             session: Mutex::new(None),
         })
@@ -280,8 +287,7 @@ impl HttpRemote {
                 }
                 Err(e) => return Err(self.give_up(Transient::Broken(e.to_string()))),
             };
-            let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if failures >= MAX_CONSECUTIVE_FAILURES {
+            if self.count_failure() {
                 return Err(self.give_up(transient));
             }
             let backoff = Duration::from_millis(250u64 << attempt.min(7))
@@ -290,8 +296,37 @@ impl HttpRemote {
             let jitter =
                 Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
             tracing::debug!(attempt, path, "retrying after a transient failure");
-            std::thread::sleep(backoff + jitter);
+            if self.wait_to_retry(backoff + jitter) {
+                return Err(self.give_up(transient));
+            }
         }
+    }
+
+    /// Counts a failed attempt. True when that spends the retry budget;
+    /// the requests waiting to retry are woken, and give up too.
+    fn count_failure(&self) -> bool {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < MAX_CONSECUTIVE_FAILURES {
+            return false;
+        }
+        // Taken after the count, so that a waiter either sees it before it
+        // waits or is already waiting when woken.
+        drop(self.retry_lock.lock().unwrap_or_else(|e| e.into_inner()));
+        self.budget_spent.notify_all();
+        true
+    }
+
+    /// Waits `pause` before a retry. True if the budget was spent
+    /// meanwhile (another request gave up): this one gives up as well.
+    fn wait_to_retry(&self, pause: Duration) -> bool {
+        let spent = || self.failures.load(Ordering::Relaxed) >= MAX_CONSECUTIVE_FAILURES;
+        let guard = self.retry_lock.lock().unwrap_or_else(|e| e.into_inner());
+        drop(
+            self.budget_spent
+                .wait_timeout_while(guard, pause, |_| !spent())
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        spent()
     }
 
     fn error_answer(&self, status: u16, body: &[u8]) -> ClientError {
@@ -662,4 +697,42 @@ fn checked(r: SnapshotRecord) -> Result<SnapshotRecord> {
 /// Ids go into URL paths: keep only what an id can contain.
 fn sanitize_id(id: &str) -> String {
     id.chars().filter(|c| c.is_ascii_alphanumeric()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request waiting to retry gives up as soon as another one spends
+    /// the budget, not after its own pause.
+    #[test]
+    fn a_spent_budget_wakes_the_requests_waiting_to_retry() {
+        let remote = HttpRemote::new("http://127.0.0.1:9", None).expect("remote");
+        let pause = Duration::from_secs(60);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                let started = Instant::now();
+                (remote.wait_to_retry(pause), started.elapsed())
+            });
+            // Every failure but the last leaves the budget unspent.
+            for _ in 1..MAX_CONSECUTIVE_FAILURES {
+                assert!(!remote.count_failure());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(remote.count_failure(), "the last failure spends the budget");
+            let (gave_up, waited) = waiter.join().expect("waiter");
+            assert!(gave_up);
+            assert!(waited < pause / 4, "waited {waited:?}");
+        });
+    }
+
+    /// Without that, a wait lasts its pause and the retry goes ahead.
+    #[test]
+    fn a_wait_to_retry_lasts_its_pause_while_the_budget_holds() {
+        let remote = HttpRemote::new("http://127.0.0.1:9", None).expect("remote");
+        assert!(!remote.count_failure());
+        let started = Instant::now();
+        assert!(!remote.wait_to_retry(Duration::from_millis(200)));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+    }
 }
