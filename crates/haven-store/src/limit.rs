@@ -58,9 +58,9 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         // Keys are content addresses: putting a stored key again (a
         // retried upload) replaces the object with the same bytes and the
         // total does not grow, so such a put is neither counted nor
-        // refused. Two puts of one new key at once both count it, until a
-        // delete recounts.
-        if self.inner.exists(key).await? {
+        // refused. Two puts of one new key at once both count it: the
+        // count errs on the full side until the server restarts.
+        if self.inner.size(key).await?.is_some() {
             return self.inner.put(key, bytes).await;
         }
         let len = bytes.len() as u64;
@@ -75,7 +75,7 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         path: &std::path::Path,
         len: u64,
     ) -> Result<(), StoreError> {
-        if self.inner.exists(key).await? {
+        if self.inner.size(key).await?.is_some() {
             return self.inner.put_file(key, path, len).await;
         }
         self.reserve(len)?;
@@ -95,15 +95,22 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         self.inner.get_ranges(key, ranges).await
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.exists(key).await
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.size(key).await
     }
 
     async fn delete(&self, key: &str) -> Result<(), StoreError> {
-        // The object's size is not known without a read; recount instead.
+        // Its size, not a recount of the whole store: a collection deletes
+        // many packs, and a recount reads every object's size.
+        let Some(len) = self.inner.size(key).await? else {
+            return Ok(());
+        };
         self.inner.delete(key).await?;
-        self.used
-            .store(self.inner.total_bytes().await?, Ordering::SeqCst);
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |u| {
+                Some(u.saturating_sub(len))
+            });
         Ok(())
     }
 
@@ -142,5 +149,28 @@ mod tests {
             Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull
         ));
         assert_eq!(s.total_bytes().await.expect("total"), 100);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_object_gives_its_room_back_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalDirStore::open(dir.path()).expect("open");
+        let s = CapacityLimit::new(store, 100).await.expect("limit");
+        s.put("p/a", vec![1; 70]).await.expect("put");
+        s.put("p/b", vec![2; 30]).await.expect("put");
+        s.delete("p/a").await.expect("delete");
+        s.delete("p/a")
+            .await
+            .expect("deleting it again changes nothing");
+        s.delete("p/never")
+            .await
+            .expect("nor does an absent object");
+        s.put("p/c", vec![3; 70])
+            .await
+            .expect("the room freed fits");
+        assert!(matches!(
+            s.put("p/d", vec![4; 1]).await,
+            Err(StoreError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull
+        ));
     }
 }

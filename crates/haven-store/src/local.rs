@@ -210,11 +210,11 @@ impl ObjectStore for LocalDirStore {
         .await
     }
 
-    async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let path = self.path(key)?;
         blocking(move || match fs::metadata(&path) {
-            Ok(m) => Ok(m.is_file()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Ok(m) => Ok(m.is_file().then_some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e.into()),
         })
         .await

@@ -46,8 +46,8 @@ pub trait ObjectStore: Send + Sync + 'static {
         key: &str,
         ranges: Vec<(u64, u32)>,
     ) -> Result<Vec<Bytes>, StoreError>;
-    /// Whether an object is stored under `key`.
-    async fn exists(&self, key: &str) -> Result<bool, StoreError>;
+    /// The size of the object stored under `key`, if there is one.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
     /// Removes an object; absent objects are not an error.
     async fn delete(&self, key: &str) -> Result<(), StoreError>;
     /// Keys that start with `prefix`, sorted.

@@ -19,12 +19,13 @@ async fn object_store_contract(s: &dyn ObjectStore) {
         .await
         .expect("put");
     assert_eq!(s.get("packs/1/ab/one").await.expect("get"), b"hello world");
-    assert!(s.exists("packs/1/ab/one").await.expect("exists"));
-    assert!(!s.exists("packs/1/ab/missing").await.expect("exists"));
-    assert!(
-        !s.exists("packs/1/ab")
+    assert_eq!(s.size("packs/1/ab/one").await.expect("size"), Some(11));
+    assert_eq!(s.size("packs/1/ab/missing").await.expect("size"), None);
+    assert_eq!(
+        s.size("packs/1/ab")
             .await
-            .expect("a directory is no object")
+            .expect("a directory is no object"),
+        None
     );
     let r = s
         .get_ranges("packs/1/ab/one", vec![(6, 5), (0, 5)])
@@ -41,7 +42,7 @@ async fn object_store_contract(s: &dyn ObjectStore) {
         vec!["packs/1/ab/one", "packs/1/cd/two"]
     );
     s.delete("packs/1/ab/one").await.expect("delete");
-    assert!(!s.exists("packs/1/ab/one").await.expect("exists"));
+    assert_eq!(s.size("packs/1/ab/one").await.expect("size"), None);
     s.delete("packs/1/ab/one")
         .await
         .expect("delete is idempotent");
