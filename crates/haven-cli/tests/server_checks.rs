@@ -194,3 +194,63 @@ fn a_full_server_disk_fails_the_backup_clearly_and_the_next_one_completes_once_s
     dev.json(&["restore", "--to", out.to_str().unwrap(), "--json"]);
     haven_testkit::tree::assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
 }
+
+#[test]
+fn requests_the_server_cannot_read_get_the_json_error_with_a_code() {
+    let (_tmp, server, dev) = setup();
+    let http = reqwest::blocking::Client::new();
+    let url = server.url();
+    let call = |r: reqwest::blocking::RequestBuilder| {
+        let r = r.bearer_auth(dev.token()).send().unwrap();
+        let status = r.status().as_u16();
+        let kind = r
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        let v: Value = r.json().unwrap_or(Value::Null);
+        assert_eq!(kind.as_deref(), Some("application/json"), "{v}");
+        assert!(
+            !v["error"]["message"].as_str().unwrap().is_empty() && v["error"]["fix"].is_array(),
+            "{v}"
+        );
+        (status, v["error"]["code"].as_str().unwrap().to_string(), v)
+    };
+    let json = "application/json";
+    // Not JSON at all.
+    let (status, code, v) = call(
+        http.post(format!("{url}/v1/blobs/missing"))
+            .header("content-type", json)
+            .body("{not json"),
+    );
+    assert_eq!((status, code.as_str()), (400, "bad_request"), "{v}");
+    // JSON of the wrong shape.
+    let (status, code, v) = call(
+        http.post(format!("{url}/v1/blobs/missing"))
+            .header("content-type", json)
+            .body(r#"{"ids": 7}"#),
+    );
+    assert_eq!((status, code.as_str()), (422, "bad_request"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("ids"),
+        "{v}"
+    );
+    // No content type.
+    let (status, code, v) = call(http.post(format!("{url}/v1/blobs/missing")).body("{}"));
+    assert_eq!((status, code.as_str()), (415, "bad_request"), "{v}");
+    // A method the route does not take.
+    let (status, code, v) = call(http.delete(format!("{url}/v1/blobs/missing")));
+    assert_eq!((status, code.as_str()), (405, "bad_request"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("DELETE"),
+        "{v}"
+    );
+    // A pack larger than any the server takes, refused on its declared length.
+    let big = vec![0u8; haven_format::pack::MAX_PACK_SIZE + 1];
+    let (status, code, v) = call(
+        http.put(format!("{url}/v1/packs/{}", "a".repeat(64)))
+            .body(big),
+    );
+    assert_eq!((status, code.as_str()), (413, "too_large"), "{v}");
+    // The server is fine afterwards.
+    dev.json(&["status", "--json"]);
+}

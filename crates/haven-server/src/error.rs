@@ -40,6 +40,13 @@ impl ApiError {
         self
     }
 
+    /// The same error under another status (a 405 or 415 is a bad
+    /// request too).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
             .fix("This is a bug in the client or a request made by hand; check the request against docs/API.md.")

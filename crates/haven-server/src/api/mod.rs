@@ -67,8 +67,74 @@ pub fn router(state: SharedState) -> Router {
             state.clone(),
             client_version,
         ))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
+}
+
+/// Makes every error answer under `/v1` the JSON error of API.md, with a
+/// code, however it arose: axum answers a body it cannot read (malformed
+/// JSON, a wrong field type, no content type, a body past the limit, a
+/// bad query, a method the route does not take) in plain text, and a
+/// handler that panics (a bug) would drop the connection, which a client
+/// takes for a network failure and retries.
+async fn json_errors(req: Request, next: Next) -> Response {
+    use futures_util::FutureExt;
+    if !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let resp = match std::panic::AssertUnwindSafe(next.run(req))
+        .catch_unwind()
+        .await
+    {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::error!("a request handler panicked (a bug); answered 500 internal");
+            return internal_error().into_response();
+        }
+    };
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    // The rejection's own words say what was wrong with the request.
+    let text = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            status,
+            ErrorCode::TooLarge,
+            "The request body is larger than this server takes for this route.",
+        )
+        .fix("Send fewer ids per request (at most 10,000) or a smaller pack (at most 68 MiB); docs/API.md has the limits."),
+        s if s.is_server_error() => internal_error(),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::bad_request(format!("{path} does not take {method} requests."))
+                .with_status(status)
+        }
+        _ => ApiError::bad_request(format!(
+            "The request could not be read: {}.",
+            text.trim_end_matches('.')
+        ))
+        .with_status(status),
+    };
+    error.into_response()
+}
+
+fn internal_error() -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        "The server hit a bug answering this request.",
+    )
+    .fix("Try again; if it keeps happening, tell the server's operator: its log has the details.")
 }
 
 /// RFC 3339 (UTC, seconds) of a Unix time.
