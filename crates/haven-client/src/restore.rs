@@ -63,6 +63,17 @@ const BIG_WINDOW: usize = 8;
 /// 32 chunks per batch made a restore of the Linux tree 9% slower.
 const BATCH_CHUNKS: usize = 128;
 
+/// True for a file fetched with others. Bounded by chunk count too:
+/// memory never depends on a size the snapshot merely claims.
+fn batched(node: &Node) -> bool {
+    node.size <= SMALL_FILE && node.content.len() <= BIG_WINDOW
+}
+
+/// True once a batch of small files is to be fetched.
+fn batch_full(files: usize, bytes: u64, chunks: usize) -> bool {
+    files >= BATCH_FILES || bytes >= BATCH_BYTES || chunks >= BATCH_CHUNKS
+}
+
 /// What to restore where.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -840,17 +851,11 @@ fn fetcher(
                 continue;
             }
         }
-        if job.node.size <= SMALL_FILE && job.node.content.len() <= BIG_WINDOW {
-            // Bounded by chunk count too: memory never depends on a size
-            // the snapshot merely claims.
+        if batched(&job.node) {
             batch_bytes += job.node.size;
             batch_chunks += job.node.content.len();
             batch.push(job);
-            if (batch.len() >= BATCH_FILES
-                || batch_bytes >= BATCH_BYTES
-                || batch_chunks >= BATCH_CHUNKS)
-                && !flush(&mut batch)
-            {
+            if batch_full(batch.len(), batch_bytes, batch_chunks) && !flush(&mut batch) {
                 return;
             }
             if batch.is_empty() {
@@ -1048,6 +1053,141 @@ fn write_file(job: FileJob, chunks: impl IntoIterator<Item = Option<Vec<u8>>>) -
     }
 }
 
+/// The writer threads: hands them the pieces in order (a batch of small
+/// files split among them, a large file's chunks to the one writing it)
+/// and gives `take` what each file came to, until the pieces end, a
+/// writer is gone or a full disk set `halted`.
+fn write_pieces(
+    pieces: impl IntoIterator<Item = Piece>,
+    halted: &AtomicBool,
+    mut take: impl FnMut(Written),
+) -> std::thread::Result<()> {
+    std::thread::scope(|s| {
+        let (task_tx, task_rx) = bounded::<Task>(WRITERS);
+        let (written_tx, written_rx) = unbounded::<Written>();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (tasks, results) = (task_rx.clone(), written_tx.clone());
+                s.spawn(move || writer(tasks, results, halted))
+            })
+            .collect();
+        // Only the writers hold these now: when they are all gone, sends fail.
+        drop((task_rx, written_tx));
+        // The chunks of the large file being written.
+        let mut large: Option<Sender<Option<Vec<u8>>>> = None;
+        for piece in pieces {
+            let sent = match piece {
+                Piece::Files(batch) => split_files(batch, BATCH_PARTS)
+                    .into_iter()
+                    .all(|part| task_tx.send(Task::Files(part)).is_ok()),
+                Piece::Start(job) => {
+                    let (tx, rx) = bounded(BIG_WINDOW);
+                    large = Some(tx);
+                    task_tx.send(Task::Large(job, rx)).is_ok()
+                }
+                Piece::Chunk(c) => {
+                    // Fails only if the file failed already: that is reported.
+                    if let Some(tx) = &large {
+                        let _ = tx.send(c);
+                    }
+                    true
+                }
+                Piece::End => {
+                    large = None;
+                    true
+                }
+            };
+            written_rx.try_iter().for_each(&mut take);
+            if !sent || halted.load(Ordering::Relaxed) {
+                // Dropping the pieces stops the download and the walk.
+                break;
+            }
+        }
+        drop((large, task_tx));
+        written_rx.into_iter().for_each(&mut take);
+        // Every writer joined, whichever failed: a scope whose thread
+        // panicked unjoined panics itself.
+        join_all(writers)
+    })
+}
+
+/// The write stage alone, for `cargo bench -p haven-client`: writes each
+/// file (a name and its chunks) into the empty directory `dir` as a
+/// restore writes into a directory it created (see [`staging_name`]), in
+/// the same batches, by the same writer threads, with owner (as root),
+/// mode and times set; returns the bytes written.
+#[doc(hidden)]
+pub fn write_stage(dir: &Path, files: Vec<(String, Vec<Vec<u8>>)>) -> std::io::Result<u64> {
+    let owner = fs::metadata(dir)?;
+    let time = Timestamp {
+        secs: 1_700_000_000,
+        nanos: 0,
+    };
+    let mut pieces = Vec::new();
+    let mut batch: Vec<SmallFile> = Vec::new();
+    let (mut bytes, mut chunks) = (0u64, 0usize);
+    for (name, data) in files {
+        let path = dir.join(&name);
+        let node = Node {
+            name: serde_bytes::ByteBuf::from(name.into_bytes()),
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: owner.uid(),
+            gid: owner.gid(),
+            mtime: time,
+            ctime: time,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            size: data.iter().map(|c| c.len() as u64).sum(),
+            content: vec![haven_format::ChunkId(BlobId([0; 32])); data.len()],
+            subtree: None,
+            target: None,
+        };
+        let job = FileJob {
+            shown: path.clone(),
+            path,
+            node,
+            fresh: true,
+            staged: true,
+        };
+        if batched(&job.node) {
+            bytes += job.node.size;
+            chunks += data.len();
+            batch.push((job, data.into_iter().map(Some).collect()));
+            if batch_full(batch.len(), bytes, chunks) {
+                pieces.push(Piece::Files(std::mem::take(&mut batch)));
+                (bytes, chunks) = (0, 0);
+            }
+            continue;
+        }
+        if !batch.is_empty() {
+            pieces.push(Piece::Files(std::mem::take(&mut batch)));
+            (bytes, chunks) = (0, 0);
+        }
+        pieces.push(Piece::Start(Box::new(job)));
+        pieces.extend(data.into_iter().map(|c| Piece::Chunk(Some(c))));
+        pieces.push(Piece::End);
+    }
+    if !batch.is_empty() {
+        pieces.push(Piece::Files(batch));
+    }
+    let mut written = 0;
+    let mut failed = None;
+    write_pieces(pieces, &AtomicBool::new(false), |w| match w {
+        Written::Done(_, Ok(n)) => written += n,
+        Written::Done(job, Err(why)) => {
+            let why = format!("{}: {why}", job.shown.display());
+            failed.get_or_insert(std::io::Error::other(why));
+        }
+        Written::NotCreated(_, e) | Written::WriteFailed(_, e) => {
+            failed.get_or_insert(e);
+        }
+    })
+    .map_err(|_| std::io::Error::other("a writer thread panicked"))?;
+    failed.map_or(Ok(written), Err)
+}
+
 /// Splits a batch of small files into about `parts` runs of similar cost.
 fn split_files(batch: Vec<SmallFile>, parts: usize) -> Vec<Vec<SmallFile>> {
     let cost = |j: &FileJob| j.node.size.saturating_add(FILE_COST);
@@ -1241,16 +1381,6 @@ pub fn restore(
             )
         });
         let open = s.spawn(|| opener(&keys, sealed_rx, piece_tx, &download_failed));
-        let (task_tx, task_rx) = bounded::<Task>(WRITERS);
-        let (written_tx, written_rx) = unbounded::<Written>();
-        let writers: Vec<_> = (0..WRITERS)
-            .map(|_| {
-                let (tasks, results, halted) = (task_rx.clone(), written_tx.clone(), &halted);
-                s.spawn(move || writer(tasks, results, halted))
-            })
-            .collect();
-        // Only the writers hold these now: when they are all gone, sends fail.
-        drop((task_rx, written_tx));
         let mut take = |w: Written, report: &mut RestoreReport, live: &mut RestoreProgress| match w
         {
             Written::Done(job, Ok(n)) => {
@@ -1268,50 +1398,16 @@ pub fn restore(
             Written::NotCreated(path, e) => report.failed.push(format!("{}: {e}", path.display())),
             Written::WriteFailed(path, e) => write_failed(&mut fatal, report, &path, e),
         };
-        // The chunks of the large file being written.
-        let mut large: Option<Sender<Option<Vec<u8>>>> = None;
-        for piece in piece_rx {
-            let sent = match piece {
-                Piece::Files(batch) => split_files(batch, BATCH_PARTS)
-                    .into_iter()
-                    .all(|part| task_tx.send(Task::Files(part)).is_ok()),
-                Piece::Start(job) => {
-                    let (tx, rx) = bounded(BIG_WINDOW);
-                    large = Some(tx);
-                    task_tx.send(Task::Large(job, rx)).is_ok()
-                }
-                Piece::Chunk(c) => {
-                    // Fails only if the file failed already: that is reported.
-                    if let Some(tx) = &large {
-                        let _ = tx.send(c);
-                    }
-                    true
-                }
-                Piece::End => {
-                    large = None;
-                    true
-                }
-            };
-            for w in written_rx.try_iter() {
-                take(w, &mut report, &mut live);
-            }
-            if !sent || halted.load(Ordering::Relaxed) {
-                // Dropping the receiver stops the download and the walk.
-                break;
-            }
+        let writers_out = write_pieces(piece_rx, &halted, |w| {
+            take(w, &mut report, &mut live);
             if last.elapsed().as_millis() >= 100 {
                 last = Instant::now();
                 progress(&live);
             }
-        }
-        drop((large, task_tx));
-        for w in written_rx {
-            take(w, &mut report, &mut live);
-        }
+        });
         progress(&live);
         // Every thread joined, whichever failed: a scope whose thread
         // panicked unjoined panics itself.
-        let writers_out = join_all(writers);
         let fetch_out = join_all(downloaders).and(fetch.join());
         (walker.join(), fetch_out, open.join(), writers_out)
     });
@@ -1422,4 +1518,39 @@ pub fn restore(
     report.duration_secs = started.elapsed().as_secs_f64();
     report.requests = remote.requests() - requests_before;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The benchmark's write stage writes what it is given, bit for bit:
+    /// small files in batches split among the writers, a large file in a
+    /// window of its chunks, with mode and times set.
+    #[test]
+    fn the_write_stage_writes_every_file_whole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let content = |i: usize, len: usize| -> Vec<u8> {
+            (0..len).map(|j| (i * 31 + j * 7 % 251) as u8).collect()
+        };
+        let mut files: Vec<(String, Vec<Vec<u8>>)> = (0..300)
+            .map(|i| (format!("small-{i}"), vec![content(i, i * 13)]))
+            .collect();
+        let large: Vec<Vec<u8>> = (0..BIG_WINDOW * 2 + 1)
+            .map(|k| content(1000 + k, 1 << 20))
+            .collect();
+        files.insert(150, ("large".into(), large));
+        let expected = files.clone();
+        let total: usize = files.iter().flat_map(|(_, c)| c).map(Vec::len).sum();
+        let written = write_stage(dir.path(), files).expect("written");
+        assert_eq!(written as usize, total);
+        for (name, chunks) in expected {
+            let path = dir.path().join(&name);
+            assert_eq!(fs::read(&path).expect("read"), chunks.concat(), "{name}");
+            let meta = fs::metadata(&path).expect("metadata");
+            assert_eq!(meta.mode() & 0o7777, 0o644, "{name}");
+            assert_eq!(meta.mtime(), 1_700_000_000, "{name}");
+        }
+        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 301);
+    }
 }
