@@ -1,7 +1,8 @@
 //! Throughput of each stage of the backup and restore pipeline, in MB/s
-//! (`cargo bench -p haven-format`): chunking, blob ids, sealing (zstd-3 and
-//! XChaCha20-Poly1305) of compressible and incompressible data, opening,
-//! pack and tree encoding.
+//! (`cargo bench -p haven-format`): chunking, blob ids, zstd on its own,
+//! sealing (zstd-3 and XChaCha20-Poly1305) of compressible and
+//! incompressible data, opening, pack and tree encoding. The restore's
+//! write stage is `cargo bench -p haven-client`.
 #![allow(clippy::unwrap_used)]
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -69,6 +70,16 @@ fn stages(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(1 << 20));
     g.bench_function("id 1 MiB", |b| {
         b.iter(|| blob::blob_id(&keys, BlobKind::Data, &chunk_n))
+    });
+    // Compression alone, as sealing runs it (one context, reused).
+    let mut zc = zstd::bulk::Compressor::new(3).unwrap();
+    g.bench_function("zstd-3 compress text", |b| {
+        b.iter(|| zc.compress(&chunk_t).unwrap())
+    });
+    let packed = zstd::bulk::compress(&chunk_t, 3).unwrap();
+    let mut zd = zstd::bulk::Decompressor::new().unwrap();
+    g.bench_function("zstd decompress text", |b| {
+        b.iter(|| zd.decompress(&packed, 1 << 20).unwrap())
     });
     for (name, data) in [("random", &chunk_n), ("text", &chunk_t)] {
         let id = blob::blob_id(&keys, BlobKind::Data, data);
