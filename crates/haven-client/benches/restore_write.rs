@@ -68,12 +68,13 @@ fn write_path(c: &mut Criterion) {
             set,
             |b, set| {
                 b.iter_batched(
-                    empty_dir,
-                    |dir| {
+                    || (empty_dir(), set.clone()),
+                    |(dir, set)| {
+                        // Each chunk freed once written, as in any restore.
                         for (file, chunks) in set {
                             let mut f = std::fs::File::create(dir.path().join(file)).unwrap();
                             for c in chunks {
-                                f.write_all(c).unwrap();
+                                f.write_all(&c).unwrap();
                             }
                         }
                         dir
