@@ -619,6 +619,57 @@ fn as_difference(base: &StoredSet, difference: usize, len: usize) -> bool {
 
 /// Stores a snapshot's references, replacing its rows: as a difference
 /// from `base` (a snapshot and its set) or whole.
+/// What a snapshot's row holds when it is written: by a commit, or by
+/// an import of a snapshot found in the packs.
+struct SnapshotColumns<'a> {
+    id: &'a str,
+    device_id: i64,
+    time: i64,
+    files: u64,
+    bytes: u64,
+    snapshot_blob: &'a BlobId,
+    parent: Option<&'a str>,
+    client_version: &'a str,
+    /// Blobs it references.
+    blobs: usize,
+    complete: bool,
+    session: Option<&'a str>,
+    partial: bool,
+    categories: &'a str,
+}
+
+/// Adds a snapshot's row, created now, under a new `refs_key` (see
+/// [`NEXT_REFS_KEY`]).
+async fn insert_snapshot(
+    conn: &mut sqlx::SqliteConnection,
+    account_id: i64,
+    s: &SnapshotColumns<'_>,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, parent, \
+         client_version, blobs, created, complete, session_id, partial, categories, refs_key) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NEXT_REFS_KEY})"
+    ))
+    .bind(account_id)
+    .bind(s.id)
+    .bind(s.device_id)
+    .bind(s.time)
+    .bind(s.files as i64)
+    .bind(s.bytes as i64)
+    .bind(&s.snapshot_blob.0[..])
+    .bind(s.parent)
+    .bind(s.client_version)
+    .bind(s.blobs as i64)
+    .bind(now_secs())
+    .bind(s.complete)
+    .bind(s.session)
+    .bind(s.partial)
+    .bind(s.categories)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn store_refs(
     conn: &mut sqlx::SqliteConnection,
     account_id: i64,
@@ -1447,28 +1498,22 @@ impl MetaStore for SqliteMeta {
         }
         let difference = dropped.len() + fresh.len();
         let base = base.filter(|_| as_difference(&parent_set, difference, set.len()));
-        sqlx::query(&format!(
-            "INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, parent, \
-             client_version, blobs, created, complete, session_id, partial, categories, refs_key) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NEXT_REFS_KEY})"
-        ))
-        .bind(a)
-        .bind(&new.id)
-        .bind(new.device_id)
-        .bind(new.time)
-        .bind(new.files as i64)
-        .bind(new.bytes as i64)
-        .bind(&new.snapshot_blob.0[..])
-        .bind(&new.parent)
-        .bind(&new.client_version)
-        .bind(set.len() as i64)
-        .bind(now_secs())
-        .bind(new.complete)
-        .bind(&new.session)
-        .bind(new.partial)
-        .bind(&new.categories)
-        .execute(&mut *tx)
-        .await?;
+        let columns = SnapshotColumns {
+            id: &new.id,
+            device_id: new.device_id,
+            time: new.time,
+            files: new.files,
+            bytes: new.bytes,
+            snapshot_blob: &new.snapshot_blob,
+            parent: new.parent.as_deref(),
+            client_version: &new.client_version,
+            blobs: set.len(),
+            complete: new.complete,
+            session: new.session.as_deref(),
+            partial: new.partial,
+            categories: &new.categories,
+        };
+        insert_snapshot(&mut tx, a, &columns).await?;
         store_refs(
             &mut tx,
             a,
@@ -1860,28 +1905,22 @@ impl MetaStore for SqliteMeta {
         if !absent(&mut tx, account_id, refs, 1).await?.is_empty() {
             return Ok(false);
         }
-        sqlx::query(&format!(
-            "INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, parent, \
-             client_version, blobs, created, complete, session_id, partial, categories, refs_key) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NEXT_REFS_KEY})"
-        ))
-        .bind(account_id)
-        .bind(&row.id)
-        .bind(row.device_id)
-        .bind(row.time)
-        .bind(row.files as i64)
-        .bind(row.bytes as i64)
-        .bind(&row.snapshot_blob.0[..])
-        .bind(&row.parent)
-        .bind(&row.client_version)
-        .bind(refs.len() as i64)
-        .bind(now_secs())
-        .bind(row.complete)
-        .bind(session)
-        .bind(row.partial)
-        .bind(&row.categories)
-        .execute(&mut *tx)
-        .await?;
+        let columns = SnapshotColumns {
+            id: &row.id,
+            device_id: row.device_id,
+            time: row.time,
+            files: row.files,
+            bytes: row.bytes,
+            snapshot_blob: &row.snapshot_blob,
+            parent: row.parent.as_deref(),
+            client_version: &row.client_version,
+            blobs: refs.len(),
+            complete: row.complete,
+            session,
+            partial: row.partial,
+            categories: &row.categories,
+        };
+        insert_snapshot(&mut tx, account_id, &columns).await?;
         store_refs(&mut tx, account_id, &row.id, None, refs).await?;
         tx.commit().await?;
         Ok(true)
