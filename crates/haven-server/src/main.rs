@@ -143,11 +143,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 bound.addr,
                 data_dir.display()
             );
-            bound
-                .serve(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                })
-                .await
+            bound.serve(stop_requested()).await
         }
         Command::User { command } => user(command).await,
         Command::Scrub { common, json } => {
@@ -326,4 +322,24 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Resolves when the server is asked to stop: Ctrl-C, or SIGTERM, which
+/// is how systemd, Docker and `kill` stop it. The server then finishes the
+/// requests under way instead of cutting them off.
+async fn stop_requested() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM ({e}); only Ctrl-C stops the server cleanly");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("stopping: finishing the requests under way");
 }

@@ -252,3 +252,30 @@ fn the_server_killed_anywhere_loses_nothing_acknowledged() {
         all.len()
     );
 }
+
+/// SIGTERM (systemd, Docker, `kill`) stops the server cleanly: it answers
+/// until then, and exits with success instead of dying of the signal.
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("server.toml");
+    fs::write(&config, "allow_signup = true\n").unwrap();
+    let port = free_port();
+    let mut server = start(&tmp.path().join("server"), &config, port, None);
+    let health = reqwest::blocking::get(format!("http://127.0.0.1:{port}/v1/health")).unwrap();
+    assert_eq!(health.status(), 200);
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
