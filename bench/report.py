@@ -48,6 +48,11 @@ best = min(((med(walls, (p, "repository-bytes")), p) for p in peers if (p, "repo
 ratio = f"{best[0] / h:.3f}× ({best[1]})" if best and h else "–"
 print("| repository | " + " | ".join(cells) + f" | {ratio} |")
 print()
+objects = med(walls, ("haven", "objects-bytes"))
+if objects and h:
+    print(f"Haven's repository is its server's object store and database ({(h - objects) / 1e6:.1f} MB of it);")
+    print(f"the object store alone (packs and snapshot metadata) holds {objects / 1e6:.1f} MB.")
+    print()
 srv = med(rsss, ("haven-server", "peak-rss"))
 if srv:
     print(f"Haven server peak RSS (median over runs): {srv / 1024:.0f} MB.")
