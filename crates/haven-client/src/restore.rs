@@ -1126,6 +1126,11 @@ pub fn write_stage(dir: &Path, files: Vec<(String, Vec<Vec<u8>>)>) -> std::io::R
     let mut pieces = Vec::new();
     let mut batch: Vec<SmallFile> = Vec::new();
     let (mut bytes, mut chunks) = (0u64, 0usize);
+    let flush = |pieces: &mut Vec<Piece>, batch: &mut Vec<SmallFile>| {
+        if !batch.is_empty() {
+            pieces.push(Piece::Files(std::mem::take(batch)));
+        }
+    };
     for (name, data) in files {
         let path = dir.join(&name);
         let node = Node {
@@ -1156,22 +1161,18 @@ pub fn write_stage(dir: &Path, files: Vec<(String, Vec<Vec<u8>>)>) -> std::io::R
             chunks += data.len();
             batch.push((job, data.into_iter().map(Some).collect()));
             if batch_full(batch.len(), bytes, chunks) {
-                pieces.push(Piece::Files(std::mem::take(&mut batch)));
+                flush(&mut pieces, &mut batch);
                 (bytes, chunks) = (0, 0);
             }
             continue;
         }
-        if !batch.is_empty() {
-            pieces.push(Piece::Files(std::mem::take(&mut batch)));
-            (bytes, chunks) = (0, 0);
-        }
+        flush(&mut pieces, &mut batch);
+        (bytes, chunks) = (0, 0);
         pieces.push(Piece::Start(Box::new(job)));
         pieces.extend(data.into_iter().map(|c| Piece::Chunk(Some(c))));
         pieces.push(Piece::End);
     }
-    if !batch.is_empty() {
-        pieces.push(Piece::Files(batch));
-    }
+    flush(&mut pieces, &mut batch);
     let mut written = 0;
     let mut failed = None;
     write_pieces(pieces, &AtomicBool::new(false), |w| match w {

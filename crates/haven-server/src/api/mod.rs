@@ -113,7 +113,11 @@ async fn json_errors(req: Request, next: Next) -> Response {
             ErrorCode::TooLarge,
             "The request body is larger than this server takes for this route.",
         )
-        .fix("Send fewer ids per request (at most 10,000) or a smaller pack (at most 68 MiB); docs/API.md has the limits."),
+        .fix(format!(
+            "Send fewer ids per request (at most {}) or a smaller pack (at most {} MiB); docs/API.md has the limits.",
+            haven_proto::MAX_IDS_PER_REQUEST,
+            haven_format::pack::MAX_PACK_SIZE >> 20
+        )),
         s if s.is_server_error() => internal_error(),
         StatusCode::METHOD_NOT_ALLOWED => {
             ApiError::bad_request(format!("{path} does not take {method} requests."))
