@@ -117,11 +117,16 @@ impl Bound {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let jobs = tokio::spawn(maintenance(self.state.clone()));
+        let meta = self.state.meta.clone();
         let app = api::router(self.state);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
         jobs.abort();
+        // A maintenance job cut off mid-transaction rolls back; the store
+        // then folds its log into the database file.
+        let _ = jobs.await;
+        meta.close().await?;
         Ok(())
     }
 }

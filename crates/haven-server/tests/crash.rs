@@ -261,9 +261,13 @@ fn sigterm_stops_the_server_cleanly() {
     let config = tmp.path().join("server.toml");
     fs::write(&config, "allow_signup = true\n").unwrap();
     let port = free_port();
-    let mut server = start(&tmp.path().join("server"), &config, port, None);
+    let data = tmp.path().join("server");
+    let mut server = start(&data, &config, port, None);
     let health = reqwest::blocking::get(format!("http://127.0.0.1:{port}/v1/health")).unwrap();
     assert_eq!(health.status(), 200);
+    // Opening wrote the server's settings through the write-ahead log.
+    let wal = data.join("haven.db-wal");
+    assert!(fs::metadata(&wal).unwrap().len() > 0);
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
     assert_eq!(unsafe { libc::kill(server.id() as i32, libc::SIGTERM) }, 0);
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -278,4 +282,11 @@ fn sigterm_stops_the_server_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+    // A stopped server holds its database alone: the log was folded in.
+    assert!(!wal.exists(), "the write-ahead log outlived the server");
+    let db = rusqlite::Connection::open(data.join("haven.db")).unwrap();
+    let settings: i64 = db
+        .query_row("SELECT COUNT(*) FROM settings", [], |r| r.get(0))
+        .unwrap();
+    assert!(settings > 0);
 }

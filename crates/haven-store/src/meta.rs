@@ -226,6 +226,11 @@ pub const EMAIL_TAKEN: &str = "email";
 
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
+    /// Finishes with the store when the server stops: what the database
+    /// keeps beside itself (SQLite's write-ahead log) is folded into it
+    /// and removed, so a stopped server holds only its database file.
+    /// Requests after this fail.
+    async fn close(&self) -> Result<(), StoreError>;
     /// A server-wide setting.
     async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Sets `key` unless it is set; returns the value in force.

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0006_console.sql"),
     include_str!("../migrations/sqlite/0007_ref_deltas.sql"),
     include_str!("../migrations/sqlite/0008_ref_keys.sql"),
+    include_str!("../migrations/sqlite/0009_pack_numbers.sql"),
 ];
 
 /// SQLite behind [`MetaStore`].
@@ -232,13 +233,13 @@ const ACCOUNT_SELECT: &str = "SELECT id, email, kdf, auth_hash, wrapped_key, rec
 /// open upload session references, each counted once.
 const USED: &str = "SELECT COALESCE(SUM(b.length), 0) FROM blobs b WHERE b.account_id = ?1 AND (\
      EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.account_id = b.account_id AND r.blob_id = b.id) \
-     OR b.pack_id IN (SELECT p.id FROM packs p JOIN sessions s ON s.account_id = p.account_id \
+     OR b.pack IN (SELECT p.no FROM packs p JOIN sessions s ON s.account_id = p.account_id \
      AND s.id = p.session_id WHERE p.account_id = ?1 AND s.closed IS NULL))";
 
 /// Quota reserved by the account's (`?1`) open sessions other than `?2`,
 /// active since `?3`, beyond what they stored so far.
 const RESERVED: &str = "SELECT COALESCE(SUM(MAX(0, s.reserved - COALESCE((SELECT SUM(b.length) \
-     FROM packs p JOIN blobs b ON b.account_id = p.account_id AND b.pack_id = p.id \
+     FROM packs p JOIN blobs b ON b.pack = p.no \
      WHERE p.account_id = s.account_id AND p.session_id = s.id), 0))), 0) \
      FROM sessions s WHERE s.account_id = ?1 AND s.closed IS NULL AND s.id <> ?2 \
      AND s.reserved > 0 AND s.last_active >= ?3";
@@ -298,7 +299,7 @@ fn locate(
         "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i + 1 < ?3) \
          SELECT k.i, b.hash, b.offset, b.length, p.object_key FROM k CROSS \
          JOIN blobs b ON b.account_id = ?1 AND b.id = substr(?2, k.i * 32 + 1, 32) \
-         CROSS JOIN packs p ON p.account_id = ?1 AND p.id = b.pack_id",
+         CROSS JOIN packs p ON p.no = b.pack",
     )?;
     let mut out: Vec<Option<BlobLocation>> = vec![None; ids.len()];
     if ids.is_empty() {
@@ -865,8 +866,50 @@ async fn reserved_in(
 }
 
 /// Packs of the account (`?1`) uploaded under a session that is still open.
-const OPEN_SESSION_PACKS: &str = "SELECT p.id FROM packs p JOIN sessions s ON s.account_id = p.account_id \
+const OPEN_SESSION_PACKS: &str = "SELECT p.no FROM packs p JOIN sessions s ON s.account_id = p.account_id \
      AND s.id = p.session_id WHERE p.account_id = ?1 AND s.closed IS NULL";
+
+/// The number under which the account's pack is indexed (blob rows name
+/// their pack by it), if the pack is indexed.
+async fn pack_no(
+    conn: &mut sqlx::SqliteConnection,
+    account_id: i64,
+    pack: &PackId,
+) -> Result<Option<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT no FROM packs WHERE account_id = ? AND id = ?")
+            .bind(account_id)
+            .bind(&pack.0[..])
+            .fetch_optional(&mut *conn)
+            .await?,
+    )
+}
+
+/// Indexes a pack (nothing if it already is) and returns its number.
+async fn pack_add(
+    conn: &mut sqlx::SqliteConnection,
+    account_id: i64,
+    pack: &PackId,
+    object_key: &str,
+    size: u64,
+    session: Option<&str>,
+) -> Result<i64, StoreError> {
+    sqlx::query(
+        "INSERT OR IGNORE INTO packs (account_id, id, object_key, size, created, session_id) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(account_id)
+    .bind(&pack.0[..])
+    .bind(object_key)
+    .bind(size as i64)
+    .bind(now_secs())
+    .bind(session)
+    .execute(&mut *conn)
+    .await?;
+    pack_no(conn, account_id, pack)
+        .await?
+        .ok_or_else(|| StoreError::Invalid("a pack just indexed is not in the index".into()))
+}
 
 const SNAPSHOT_SELECT: &str = "SELECT s.id, s.device_id, d.name AS device, s.time, s.files, s.bytes, \
      s.snapshot_blob, s.parent, s.client_version, s.blobs, s.complete, s.partial, s.categories, s.created \
@@ -977,6 +1020,21 @@ impl SqliteMeta {
 
 #[async_trait]
 impl MetaStore for SqliteMeta {
+    async fn close(&self) -> Result<(), StoreError> {
+        self.lookups.permits.close();
+        self.lookups
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        // The last connection to close removes the emptied log.
+        self.pool.close().await;
+        Ok(())
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
@@ -1258,15 +1316,7 @@ impl MetaStore for SqliteMeta {
             Some(_) => used_in(&mut tx, account_id).await?,
             None => 0,
         };
-        sqlx::query("INSERT OR IGNORE INTO packs (account_id, id, object_key, size, created, session_id) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(account_id)
-            .bind(&pack.0[..])
-            .bind(object_key)
-            .bind(size as i64)
-            .bind(now_secs())
-            .bind(session)
-            .execute(&mut *tx)
-            .await?;
+        let no = pack_add(&mut tx, account_id, &pack, object_key, size, session).await?;
         let mut dup = 0;
         let mut new_bytes = 0u64;
         let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
@@ -1282,11 +1332,11 @@ impl MetaStore for SqliteMeta {
                 // Scrub found the stored copy damaged or missing: this one heals it.
                 Some(_) => {
                     sqlx::query(
-                        "UPDATE blobs SET kind = ?, pack_id = ?, offset = ?, length = ?, hash = ?, damaged = 0 \
+                        "UPDATE blobs SET kind = ?, pack = ?, offset = ?, length = ?, hash = ?, damaged = 0 \
                          WHERE account_id = ? AND id = ?",
                     )
                     .bind(b.kind as u8 as i64)
-                    .bind(&pack.0[..])
+                    .bind(no)
                     .bind(b.offset as i64)
                     .bind(b.length as i64)
                     .bind(&b.hash[..])
@@ -1303,14 +1353,14 @@ impl MetaStore for SqliteMeta {
         new.sort_unstable_by_key(|b| b.id);
         for part in new.chunks(BATCH) {
             let sql = format!(
-                "INSERT INTO blobs (kind, pack_id, offset, length, hash, account_id, id) VALUES {}",
+                "INSERT INTO blobs (kind, pack, offset, length, hash, account_id, id) VALUES {}",
                 rows(part.len(), 7)
             );
             let mut q = sqlx::query(&sql);
             for b in part {
                 q = q
                     .bind(b.kind as u8 as i64)
-                    .bind(&pack.0[..])
+                    .bind(no)
                     .bind(b.offset as i64)
                     .bind(b.length as i64)
                     .bind(&b.hash[..])
@@ -1395,8 +1445,8 @@ impl MetaStore for SqliteMeta {
             }
             // The session's own uploads count against its reservation.
             let stored: i64 = sqlx::query_scalar(
-                "SELECT COALESCE(SUM(b.length), 0) FROM packs p JOIN blobs b ON b.account_id = p.account_id \
-                 AND b.pack_id = p.id WHERE p.account_id = ? AND p.session_id = ?",
+                "SELECT COALESCE(SUM(b.length), 0) FROM packs p JOIN blobs b ON b.pack = p.no \
+                 WHERE p.account_id = ? AND p.session_id = ?",
             )
             .bind(account_id)
             .bind(&id)
@@ -1696,7 +1746,7 @@ impl MetaStore for SqliteMeta {
              AND NOT EXISTS (SELECT 1 FROM snapshots c WHERE c.account_id = ?1 AND c.refs_base = ?2 \
                              AND NOT EXISTS (SELECT 1 FROM snapshot_unrefs u \
                                              WHERE u.snap = c.refs_key AND u.blob_id = r.blob_id)) \
-             AND b.pack_id NOT IN ({OPEN_SESSION_PACKS})"
+             AND b.pack NOT IN ({OPEN_SESSION_PACKS})"
         ))
         .bind(account_id)
         .bind(id)
@@ -2032,7 +2082,8 @@ impl MetaStore for SqliteMeta {
     ) -> Result<Vec<StoredBlob>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, kind, offset, length, hash, damaged FROM blobs \
-             WHERE account_id = ? AND pack_id = ? ORDER BY offset",
+             WHERE account_id = ?1 AND pack = (SELECT no FROM packs WHERE account_id = ?1 AND id = ?2) \
+             ORDER BY offset",
         )
         .bind(account_id)
         .bind(&pack.0[..])
@@ -2059,16 +2110,18 @@ impl MetaStore for SqliteMeta {
         states: &[(BlobId, u8)],
     ) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(no) = pack_no(&mut tx, account_id, &pack).await? else {
+            return Ok(0);
+        };
         let mut changed = 0;
         for (id, state) in states {
             changed += sqlx::query(
-                "UPDATE blobs SET damaged = ? WHERE account_id = ? AND id = ? AND pack_id = ? AND damaged <> ?",
+                "UPDATE blobs SET damaged = ?1 WHERE account_id = ?2 AND id = ?3 AND pack = ?4 AND damaged <> ?1",
             )
             .bind(i64::from(*state))
             .bind(account_id)
             .bind(&id.0[..])
-            .bind(&pack.0[..])
-            .bind(i64::from(*state))
+            .bind(no)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -2110,7 +2163,7 @@ impl MetaStore for SqliteMeta {
         };
         let garbage = format!(
             "account_id = ?1 AND NOT EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.account_id = blobs.account_id \
-             AND r.blob_id = blobs.id) AND pack_id NOT IN ({OPEN_SESSION_PACKS})"
+             AND r.blob_id = blobs.id) AND pack NOT IN ({OPEN_SESSION_PACKS})"
         );
         let (count, bytes): (i64, i64) = sqlx::query_as(&format!(
             "SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blobs WHERE {garbage}"
@@ -2126,8 +2179,8 @@ impl MetaStore for SqliteMeta {
         out.bytes_removed = bytes as u64;
         let dead = sqlx::query(&format!(
             "SELECT account_id, id, object_key, size FROM packs p WHERE p.account_id = ?1 \
-             AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.account_id = p.account_id AND b.pack_id = p.id) \
-             AND p.id NOT IN ({OPEN_SESSION_PACKS})"
+             AND NOT EXISTS (SELECT 1 FROM blobs b WHERE b.pack = p.no) \
+             AND p.no NOT IN ({OPEN_SESSION_PACKS})"
         ))
         .bind(account_id)
         .fetch_all(&mut *tx)
@@ -2143,9 +2196,9 @@ impl MetaStore for SqliteMeta {
         }
         let sparse = sqlx::query(&format!(
             "SELECT p.account_id, p.id, p.object_key, p.size FROM packs p \
-             JOIN blobs b ON b.account_id = p.account_id AND b.pack_id = p.id \
-             WHERE p.account_id = ?1 AND p.id NOT IN ({OPEN_SESSION_PACKS}) \
-             GROUP BY p.id HAVING SUM(b.length) * 2 < p.size"
+             JOIN blobs b ON b.pack = p.no \
+             WHERE p.account_id = ?1 AND p.no NOT IN ({OPEN_SESSION_PACKS}) \
+             GROUP BY p.no HAVING SUM(b.length) * 2 < p.size"
         ))
         .bind(account_id)
         .fetch_all(&mut *tx)
@@ -2165,42 +2218,34 @@ impl MetaStore for SqliteMeta {
         blobs: &[PackBlob],
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::query(
-            "INSERT OR IGNORE INTO packs (account_id, id, object_key, size, created, session_id) \
-             VALUES (?, ?, ?, ?, ?, NULL)",
-        )
-        .bind(account_id)
-        .bind(&new.0[..])
-        .bind(new_key)
-        .bind(new_size as i64)
-        .bind(now_secs())
-        .execute(&mut *tx)
-        .await?;
+        let new_no = pack_add(&mut tx, account_id, &new, new_key, new_size, None).await?;
+        let Some(old_no) = pack_no(&mut tx, account_id, &old).await? else {
+            // Nothing is indexed under the old pack: it holds nothing.
+            tx.commit().await?;
+            return Ok(true);
+        };
         for b in blobs {
             sqlx::query(
-                "UPDATE blobs SET pack_id = ?, offset = ?, length = ?, hash = ? \
-                 WHERE account_id = ? AND id = ? AND pack_id = ?",
+                "UPDATE blobs SET pack = ?, offset = ?, length = ?, hash = ? \
+                 WHERE account_id = ? AND id = ? AND pack = ?",
             )
-            .bind(&new.0[..])
+            .bind(new_no)
             .bind(b.offset as i64)
             .bind(b.length as i64)
             .bind(&b.hash[..])
             .bind(account_id)
             .bind(&b.id.0[..])
-            .bind(&old.0[..])
+            .bind(old_no)
             .execute(&mut *tx)
             .await?;
         }
-        let left: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM blobs WHERE account_id = ? AND pack_id = ?")
-                .bind(account_id)
-                .bind(&old.0[..])
-                .fetch_one(&mut *tx)
-                .await?;
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blobs WHERE pack = ?")
+            .bind(old_no)
+            .fetch_one(&mut *tx)
+            .await?;
         if left == 0 {
-            sqlx::query("DELETE FROM packs WHERE account_id = ? AND id = ?")
-                .bind(account_id)
-                .bind(&old.0[..])
+            sqlx::query("DELETE FROM packs WHERE no = ?")
+                .bind(old_no)
                 .execute(&mut *tx)
                 .await?;
         }

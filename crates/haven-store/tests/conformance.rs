@@ -926,3 +926,103 @@ async fn a_new_console_session_clears_expired_sessions_and_links() {
         Some((a, "c4".to_string()))
     );
 }
+
+/// A database written by the schema before pack numbers (migration 8)
+/// opens with its blobs where they were: each blob row now names its pack
+/// by number, and a blob whose pack row is gone is kept as missing, so
+/// the next backup that has it uploads it again.
+#[tokio::test]
+async fn a_database_from_before_pack_numbers_keeps_its_blobs() {
+    const BEFORE: &[&str] = &[
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/sqlite/0002_sessions.sql"),
+        include_str!("../migrations/sqlite/0003_usage.sql"),
+        include_str!("../migrations/sqlite/0004_plans.sql"),
+        include_str!("../migrations/sqlite/0005_integrity.sql"),
+        include_str!("../migrations/sqlite/0006_console.sql"),
+        include_str!("../migrations/sqlite/0007_ref_deltas.sql"),
+        include_str!("../migrations/sqlite/0008_ref_keys.sql"),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("meta.db");
+    let (p1, p2, gone) = (PackId([1; 32]), PackId([2; 32]), PackId([3; 32]));
+    {
+        let c = rusqlite::Connection::open(&path).expect("open");
+        for sql in BEFORE {
+            c.execute_batch(sql).expect("old schema");
+        }
+        c.pragma_update(None, "user_version", BEFORE.len() as i64)
+            .expect("version");
+        c.execute(
+            "INSERT INTO accounts (id, email, kdf, auth_hash, wrapped_key, recovery_auth_hash, \
+             recovery_wrapped_key, created) VALUES (7, 'old@x', 'k', x'00', x'00', x'00', x'00', 0)",
+            [],
+        )
+        .expect("account");
+        for (pack, key) in [(&p1, "packs/7/one"), (&p2, "packs/7/two")] {
+            c.execute(
+                "INSERT INTO packs (account_id, id, object_key, size, created) VALUES (7, ?1, ?2, 100, 0)",
+                rusqlite::params![&pack.0[..], key],
+            )
+            .expect("pack");
+        }
+        for (n, pack, offset) in [(1u8, &p1, 0i64), (2, &p1, 40), (3, &p2, 0), (4, &gone, 0)] {
+            c.execute(
+                "INSERT INTO blobs (account_id, id, kind, pack_id, offset, length, hash) \
+                 VALUES (7, ?1, 0, ?2, ?3, 40, ?4)",
+                rusqlite::params![&[n; 32][..], &pack.0[..], offset, &[n; 32][..]],
+            )
+            .expect("blob");
+        }
+    }
+    let m = SqliteMeta::open(&path).await.expect("migrate");
+    let ids: Vec<BlobId> = (1..=4u8).map(|n| BlobId([n; 32])).collect();
+    let found = m.blob_locations(7, &ids).await.expect("locations");
+    let at = |key: &str, offset: u64, n: u8| {
+        Some(BlobLocation {
+            object_key: key.into(),
+            offset,
+            length: 40,
+            hash: vec![n; 32],
+        })
+    };
+    assert_eq!(
+        found,
+        vec![
+            at("packs/7/one", 0, 1),
+            at("packs/7/one", 40, 2),
+            at("packs/7/two", 0, 3),
+            None
+        ]
+    );
+    let in_one: Vec<BlobId> = m
+        .pack_blobs(7, p1)
+        .await
+        .expect("pack blobs")
+        .iter()
+        .map(|b| b.id)
+        .collect();
+    assert_eq!(in_one, ids[..2]);
+    assert_eq!(m.damaged_blobs(7).await.expect("damaged"), ids[3..]);
+    assert_eq!(
+        m.blobs_missing(7, &ids).await.expect("missing"),
+        ids[3..],
+        "the blob whose pack is gone is uploaded again"
+    );
+    // New packs are numbered after the old ones, and index as before.
+    let p4 = PackId([4; 32]);
+    let blob = PackBlob {
+        id: BlobId([5; 32]),
+        kind: BlobKind::Data,
+        offset: 0,
+        length: 40,
+        hash: [5; 32],
+    };
+    m.pack_insert(7, p4, "packs/7/four", 40, &[blob], None, None)
+        .await
+        .expect("insert");
+    assert_eq!(
+        m.blob_locations(7, &[BlobId([5; 32])]).await.expect("new"),
+        vec![at("packs/7/four", 0, 5)]
+    );
+}
