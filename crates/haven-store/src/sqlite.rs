@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0007_ref_deltas.sql"),
     include_str!("../migrations/sqlite/0008_ref_keys.sql"),
     include_str!("../migrations/sqlite/0009_pack_numbers.sql"),
+    include_str!("../migrations/sqlite/0010_blob_numbers.sql"),
 ];
 
 /// SQLite behind [`MetaStore`].
@@ -232,7 +233,7 @@ const ACCOUNT_SELECT: &str = "SELECT id, email, kdf, auth_hash, wrapped_key, rec
 /// Stored size of every blob of the account (`?1`) that a snapshot or an
 /// open upload session references, each counted once.
 const USED: &str = "SELECT COALESCE(SUM(b.length), 0) FROM blobs b WHERE b.account_id = ?1 AND (\
-     EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.account_id = b.account_id AND r.blob_id = b.id) \
+     EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.blob = b.no) \
      OR b.pack IN (SELECT p.no FROM packs p JOIN sessions s ON s.account_id = p.account_id \
      AND s.id = p.session_id WHERE p.account_id = ?1 AND s.closed IS NULL))";
 
@@ -379,7 +380,9 @@ const NEXT_REFS_KEY: &str = "(SELECT COALESCE(MAX(refs_key), 0) + 1 FROM snapsho
 const MAX_DEPTH: usize = 64;
 
 /// Adds `ids` to the rows in `table` of the snapshot whose `refs_key` is
-/// `snap` (present ones are kept).
+/// `snap` (present ones are kept). A row names its blob by number: every
+/// id must be indexed (commits and imports check first); one that is not
+/// fails the statement instead of being left out.
 async fn ids_insert(
     conn: &mut sqlx::SqliteConnection,
     table: &str,
@@ -389,19 +392,20 @@ async fn ids_insert(
 ) -> Result<(), StoreError> {
     for part in ids.chunks(BATCH) {
         let sql = format!(
-            "INSERT OR IGNORE INTO {table} (account_id, snap, blob_id) VALUES {}",
-            rows(part.len(), 3)
+            "INSERT INTO {table} (snap, blob) VALUES {} ON CONFLICT DO NOTHING",
+            vec!["(?, (SELECT no FROM blobs WHERE account_id = ? AND id = ?))"; part.len()]
+                .join(", ")
         );
         let mut q = sqlx::query(&sql);
         for id in part {
-            q = q.bind(account_id).bind(snap).bind(&id.0[..]);
+            q = q.bind(snap).bind(account_id).bind(&id.0[..]);
         }
         q.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-/// Ids from `group_concat(hex(blob_id), '')`, sorted.
+/// Ids from `group_concat(hex(id), '')`, sorted.
 fn hex_ids(joined: Option<String>) -> Result<Vec<BlobId>, StoreError> {
     let bytes = hex::decode(joined.unwrap_or_default())
         .map_err(|_| StoreError::Invalid("stored blob ids are not hex".into()))?;
@@ -446,11 +450,11 @@ async fn chain(
     Ok(ids)
 }
 
-/// The rows in `table` of each snapshot of `snapshots` (`refs_key`s), sorted.
+/// The rows in `table` of each snapshot of `snapshots` (`refs_key`s, which
+/// are unique across accounts), as blob ids, sorted.
 async fn rows_of(
     conn: &mut sqlx::SqliteConnection,
     table: &str,
-    account_id: i64,
     snapshots: &[i64],
 ) -> Result<std::collections::HashMap<i64, Vec<BlobId>>, StoreError> {
     let mut out = std::collections::HashMap::new();
@@ -461,11 +465,11 @@ async fn rows_of(
     // worker thread one at a time, which cost more than the query itself
     // for the 80,000 references of a large device.
     let sql = format!(
-        "SELECT snap, group_concat(hex(blob_id), '') FROM {table} \
-         WHERE account_id = ? AND snap IN ({}) GROUP BY snap",
+        "SELECT r.snap, group_concat(hex(b.id), '') FROM {table} r JOIN blobs b ON b.no = r.blob \
+         WHERE r.snap IN ({}) GROUP BY r.snap",
         marks(snapshots.len())
     );
-    let mut q = sqlx::query(&sql).bind(account_id);
+    let mut q = sqlx::query(&sql);
     for s in snapshots {
         q = q.bind(*s);
     }
@@ -496,8 +500,8 @@ async fn set_of(
     let Some((root, deltas)) = chain.split_last() else {
         return Ok(StoredSet::default());
     };
-    let mut adds = rows_of(conn, ADDS, account_id, &chain).await?;
-    let mut drops = rows_of(conn, DROPS, account_id, deltas).await?;
+    let mut adds = rows_of(conn, ADDS, &chain).await?;
+    let mut drops = rows_of(conn, DROPS, deltas).await?;
     let mut out = StoredSet {
         ids: adds.remove(root).unwrap_or_default(),
         depth: deltas.len(),
@@ -516,16 +520,20 @@ async fn set_of(
 async fn present_in(
     conn: &mut sqlx::SqliteConnection,
     table: &str,
+    account_id: i64,
     snap: i64,
     ids: &[BlobId],
 ) -> Result<std::collections::HashSet<BlobId>, StoreError> {
     let mut out = std::collections::HashSet::new();
     for part in ids.chunks(BATCH) {
         let sql = format!(
-            "SELECT blob_id FROM {table} WHERE snap = ? AND blob_id IN ({})",
+            "SELECT b.id FROM {table} r JOIN blobs b ON b.no = r.blob \
+             WHERE r.snap = ? AND b.account_id = ? AND b.id IN ({})",
             marks(part.len())
         );
-        let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql).bind(snap);
+        let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql)
+            .bind(snap)
+            .bind(account_id);
         for c in part {
             q = q.bind(&c.0[..]);
         }
@@ -540,15 +548,17 @@ async fn present_in(
 async fn rows_delete(
     conn: &mut sqlx::SqliteConnection,
     table: &str,
+    account_id: i64,
     snap: i64,
     ids: &[BlobId],
 ) -> Result<(), StoreError> {
     for part in ids.chunks(BATCH) {
         let sql = format!(
-            "DELETE FROM {table} WHERE snap = ? AND blob_id IN ({})",
+            "DELETE FROM {table} WHERE snap = ? AND blob IN \
+             (SELECT no FROM blobs WHERE account_id = ? AND id IN ({}))",
             marks(part.len())
         );
-        let mut q = sqlx::query(&sql).bind(snap);
+        let mut q = sqlx::query(&sql).bind(snap).bind(account_id);
         for c in part {
             q = q.bind(&c.0[..]);
         }
@@ -578,7 +588,8 @@ async fn members(
     for part in candidates.chunks(BATCH) {
         for table in [ADDS, DROPS] {
             let sql = format!(
-                "SELECT snap, blob_id FROM {table} WHERE snap IN ({}) AND blob_id IN ({})",
+                "SELECT r.snap, b.id FROM {table} r JOIN blobs b ON b.no = r.blob \
+                 WHERE r.snap IN ({}) AND b.account_id = ? AND b.id IN ({})",
                 marks(chain.len()),
                 marks(part.len())
             );
@@ -586,6 +597,7 @@ async fn members(
             for k in &chain {
                 q = q.bind(*k);
             }
+            q = q.bind(account_id);
             for c in part {
                 q = q.bind(&c.0[..]);
             }
@@ -778,22 +790,22 @@ async fn drop_snapshot(
     //   joins the drops;
     // - an added id the deleted one dropped goes from the drops (it is in
     //   the base's set), any other joins the adds.
-    let heir_adds = rows_of(conn, ADDS, account_id, &[*heir_key])
+    let heir_adds = rows_of(conn, ADDS, &[*heir_key])
         .await?
         .remove(heir_key)
         .unwrap_or_default();
-    let heir_drops = rows_of(conn, DROPS, account_id, &[*heir_key])
+    let heir_drops = rows_of(conn, DROPS, &[*heir_key])
         .await?
         .remove(heir_key)
         .unwrap_or_default();
-    let was_added = present_in(conn, ADDS, key, &heir_drops).await?;
-    let was_dropped = present_in(conn, DROPS, key, &heir_adds).await?;
+    let was_added = present_in(conn, ADDS, account_id, key, &heir_drops).await?;
+    let was_dropped = present_in(conn, DROPS, account_id, key, &heir_adds).await?;
     let (unadd, drop): (Vec<BlobId>, Vec<BlobId>) =
         heir_drops.iter().partition(|b| was_added.contains(*b));
     let (undrop, add): (Vec<BlobId>, Vec<BlobId>) =
         heir_adds.iter().partition(|b| was_dropped.contains(*b));
-    rows_delete(conn, ADDS, key, &unadd).await?;
-    rows_delete(conn, DROPS, key, &undrop).await?;
+    rows_delete(conn, ADDS, account_id, key, &unadd).await?;
+    rows_delete(conn, DROPS, account_id, key, &undrop).await?;
     ids_insert(conn, ADDS, account_id, key, &add).await?;
     ids_insert(conn, DROPS, account_id, key, &drop).await?;
     clear_rows(conn, *heir_key).await?;
@@ -1694,10 +1706,10 @@ impl MetaStore for SqliteMeta {
                 .await?;
         let rows = sqlx::query(
             "SELECT d.name AS name, COALESCE(SUM(b.length), 0) AS bytes FROM devices d \
-             LEFT JOIN (SELECT DISTINCT s.device_id AS device_id, r.blob_id AS blob_id FROM snapshot_refs r \
+             LEFT JOIN (SELECT DISTINCT s.device_id AS device_id, r.blob AS blob FROM snapshot_refs r \
                         JOIN snapshots s ON s.refs_key = r.snap \
-                        WHERE r.account_id = ?1) u ON u.device_id = d.id \
-             LEFT JOIN blobs b ON b.account_id = ?1 AND b.id = u.blob_id \
+                        WHERE s.account_id = ?1) u ON u.device_id = d.id \
+             LEFT JOIN blobs b ON b.no = u.blob \
              WHERE d.account_id = ?1 GROUP BY d.id ORDER BY d.name",
         )
         .bind(account_id)
@@ -1739,13 +1751,12 @@ impl MetaStore for SqliteMeta {
     async fn freed_if_deleted(&self, account_id: i64, id: &str) -> Result<u64, StoreError> {
         let freed: i64 = sqlx::query_scalar(&format!(
             "SELECT COALESCE(SUM(b.length), 0) FROM snapshot_refs r \
-             JOIN blobs b ON b.account_id = r.account_id AND b.id = r.blob_id \
+             JOIN blobs b ON b.no = r.blob \
              WHERE r.snap = (SELECT refs_key FROM snapshots WHERE account_id = ?1 AND id = ?2) \
-             AND NOT EXISTS (SELECT 1 FROM snapshot_refs o WHERE o.account_id = r.account_id \
-                             AND o.blob_id = r.blob_id AND o.snap <> r.snap) \
+             AND NOT EXISTS (SELECT 1 FROM snapshot_refs o WHERE o.blob = r.blob AND o.snap <> r.snap) \
              AND NOT EXISTS (SELECT 1 FROM snapshots c WHERE c.account_id = ?1 AND c.refs_base = ?2 \
                              AND NOT EXISTS (SELECT 1 FROM snapshot_unrefs u \
-                                             WHERE u.snap = c.refs_key AND u.blob_id = r.blob_id)) \
+                                             WHERE u.snap = c.refs_key AND u.blob = r.blob)) \
              AND b.pack NOT IN ({OPEN_SESSION_PACKS})"
         ))
         .bind(account_id)
@@ -2162,8 +2173,8 @@ impl MetaStore for SqliteMeta {
             ..GcOutcome::default()
         };
         let garbage = format!(
-            "account_id = ?1 AND NOT EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.account_id = blobs.account_id \
-             AND r.blob_id = blobs.id) AND pack NOT IN ({OPEN_SESSION_PACKS})"
+            "account_id = ?1 AND NOT EXISTS (SELECT 1 FROM snapshot_refs r WHERE r.blob = blobs.no) \
+             AND pack NOT IN ({OPEN_SESSION_PACKS})"
         );
         let (count, bytes): (i64, i64) = sqlx::query_as(&format!(
             "SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blobs WHERE {garbage}"

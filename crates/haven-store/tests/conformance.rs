@@ -927,12 +927,13 @@ async fn a_new_console_session_clears_expired_sessions_and_links() {
     );
 }
 
-/// A database written by the schema before pack numbers (migration 8)
-/// opens with its blobs where they were: each blob row now names its pack
-/// by number, and a blob whose pack row is gone is kept as missing, so
-/// the next backup that has it uploads it again.
+/// A database written by the schema before pack and blob numbers
+/// (migration 8) opens with its blobs where they were and its backups'
+/// references whole. A blob whose pack row is gone, or that a backup
+/// references without an index row, is kept as missing, so the next
+/// backup that has it uploads it again.
 #[tokio::test]
-async fn a_database_from_before_pack_numbers_keeps_its_blobs() {
+async fn a_database_from_before_pack_and_blob_numbers_keeps_its_blobs() {
     const BEFORE: &[&str] = &[
         include_str!("../migrations/sqlite/0001_init.sql"),
         include_str!("../migrations/sqlite/0002_sessions.sql"),
@@ -974,6 +975,20 @@ async fn a_database_from_before_pack_numbers_keeps_its_blobs() {
             )
             .expect("blob");
         }
+        c.execute_batch(
+            "INSERT INTO devices (id, account_id, name, created) VALUES (3, 7, 'laptop', 0); \
+             INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, \
+             client_version, blobs, created, refs_key) \
+             VALUES (7, 'old', 3, 0, 0, 0, x'01', '0.1', 4, 0, 1);",
+        )
+        .expect("snapshot");
+        for n in [1u8, 2, 3, 9] {
+            c.execute(
+                "INSERT INTO snapshot_refs (account_id, snap, blob_id) VALUES (7, 1, ?1)",
+                [&[n; 32][..]],
+            )
+            .expect("reference");
+        }
     }
     let m = SqliteMeta::open(&path).await.expect("migrate");
     let ids: Vec<BlobId> = (1..=4u8).map(|n| BlobId([n; 32])).collect();
@@ -1003,11 +1018,24 @@ async fn a_database_from_before_pack_numbers_keeps_its_blobs() {
         .map(|b| b.id)
         .collect();
     assert_eq!(in_one, ids[..2]);
-    assert_eq!(m.damaged_blobs(7).await.expect("damaged"), ids[3..]);
+    let (lost, unindexed) = (BlobId([4; 32]), BlobId([9; 32]));
+    let mut damaged = m.damaged_blobs(7).await.expect("damaged");
+    damaged.sort_unstable();
+    assert_eq!(damaged, [lost, unindexed]);
     assert_eq!(
-        m.blobs_missing(7, &ids).await.expect("missing"),
-        ids[3..],
-        "the blob whose pack is gone is uploaded again"
+        m.blobs_missing(7, &[ids.clone(), vec![unindexed]].concat())
+            .await
+            .expect("missing"),
+        [lost, unindexed],
+        "a blob whose pack is gone, or that had no row, is uploaded again"
+    );
+    assert_eq!(
+        m.snapshot_refs(7, "old").await.expect("references"),
+        [ids[0], ids[1], ids[2], unindexed]
+    );
+    assert_eq!(
+        m.snapshot_damaged(7, "old").await.expect("damaged refs"),
+        [unindexed]
     );
     // New packs are numbered after the old ones, and index as before.
     let p4 = PackId([4; 32]);
