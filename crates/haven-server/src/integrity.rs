@@ -20,7 +20,7 @@ use haven_format::PackId;
 use haven_format::blob::BlobKind;
 use haven_format::pack::{PackEntry, PackWriter};
 use haven_store::StoreError;
-use haven_store::meta::{BLOB_DAMAGED, BLOB_MISSING, BLOB_OK, PackBlob, PackRow};
+use haven_store::meta::{BLOB_DAMAGED, BLOB_MISSING, BLOB_OK, PackBlob, PackRow, hash_matches};
 use serde::Serialize;
 
 use crate::state::SharedState;
@@ -92,7 +92,7 @@ pub async fn scrub(state: &SharedState) -> Result<ScrubReport, StoreError> {
             let end = start + b.length as usize;
             let verdict = match data.as_deref().and_then(|d| d.get(start..end)) {
                 None => BLOB_MISSING,
-                Some(bytes) if blake3::hash(bytes).as_bytes()[..] == b.hash[..] => BLOB_OK,
+                Some(bytes) if hash_matches(&b.hash, bytes) => BLOB_OK,
                 Some(_) => BLOB_DAMAGED,
             };
             r.checked += 1;
@@ -219,7 +219,7 @@ async fn rewrite(state: &SharedState, p: &PackRow) -> Result<bool, StoreError> {
         let Ok(kind) = BlobKind::from_u8(b.kind) else {
             continue;
         };
-        if blake3::hash(bytes).as_bytes()[..] != b.hash[..] {
+        if !hash_matches(&b.hash, bytes) {
             continue;
         }
         w.add(kind, b.id, bytes);

@@ -224,6 +224,18 @@ pub const INVITE_INVALID: &str = "invite";
 /// The email is taken.
 pub const EMAIL_TAKEN: &str = "email";
 
+/// Bytes of a sealed blob's BLAKE3 hash the index keeps, to tell an
+/// intact stored copy from a damaged one. 128 bits: a corrupted copy
+/// passes with probability 2^-128, and the client's AEAD checks every blob
+/// again anyway. Rows written before 2026-12-07 hold all 32 bytes; both
+/// lengths compare by [`hash_matches`].
+pub const STORED_HASH_LEN: usize = 16;
+
+/// Whether `bytes` are the sealed blob whose recorded hash is `stored`.
+pub fn hash_matches(stored: &[u8], bytes: &[u8]) -> bool {
+    stored.len() >= STORED_HASH_LEN && blake3::hash(bytes).as_bytes().starts_with(stored)
+}
+
 #[async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     /// Finishes with the store when the server stops: what the database
@@ -479,4 +491,21 @@ pub trait MetaStore: Send + Sync + 'static {
         device_id: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AttemptRow>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_hash_matches_its_bytes_whole_or_cut_and_nothing_else() {
+        let full = *blake3::hash(b"sealed").as_bytes();
+        assert!(hash_matches(&full, b"sealed"));
+        assert!(hash_matches(&full[..STORED_HASH_LEN], b"sealed"));
+        assert!(!hash_matches(&full[..STORED_HASH_LEN], b"sealeD"));
+        assert!(!hash_matches(&full, b"sealeD"));
+        // A record too short to tell is no match.
+        assert!(!hash_matches(&full[..8], b"sealed"));
+        assert!(!hash_matches(&[], b"sealed"));
+    }
 }

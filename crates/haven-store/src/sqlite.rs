@@ -1351,7 +1351,7 @@ impl MetaStore for SqliteMeta {
                     .bind(no)
                     .bind(b.offset as i64)
                     .bind(b.length as i64)
-                    .bind(&b.hash[..])
+                    .bind(&b.hash[..STORED_HASH_LEN])
                     .bind(account_id)
                     .bind(&b.id.0[..])
                     .execute(&mut *tx)
@@ -1375,7 +1375,7 @@ impl MetaStore for SqliteMeta {
                     .bind(no)
                     .bind(b.offset as i64)
                     .bind(b.length as i64)
-                    .bind(&b.hash[..])
+                    .bind(&b.hash[..STORED_HASH_LEN])
                     .bind(account_id)
                     .bind(&b.id.0[..]);
             }
@@ -2243,7 +2243,7 @@ impl MetaStore for SqliteMeta {
             .bind(new_no)
             .bind(b.offset as i64)
             .bind(b.length as i64)
-            .bind(&b.hash[..])
+            .bind(&b.hash[..STORED_HASH_LEN])
             .bind(account_id)
             .bind(&b.id.0[..])
             .bind(old_no)

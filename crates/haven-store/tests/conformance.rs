@@ -5,7 +5,7 @@ use haven_format::blob::BlobKind;
 use haven_format::{BlobId, PackId};
 use haven_store::meta::{
     AttemptRow, BLOB_DAMAGED, BlobLocation, CategoryRow, EMAIL_TAKEN, INVITE_INVALID, NewAccount,
-    NewSnapshot, PackBlob,
+    NewSnapshot, PackBlob, STORED_HASH_LEN,
 };
 use haven_store::{LocalDirStore, MetaStore, ObjectStore, SqliteMeta, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -293,7 +293,8 @@ async fn meta_store_contract(m: &dyn MetaStore) {
             object_key: "packs/a/1".into(),
             offset: 5 + n as u64,
             length: 50,
-            hash: vec![n; 32],
+            // The index keeps the first STORED_HASH_LEN bytes.
+            hash: vec![n; STORED_HASH_LEN],
         })
     };
     assert_eq!(loc, vec![want(4), want(5), None, want(1), want(4)]);
@@ -993,20 +994,21 @@ async fn a_database_from_before_pack_and_blob_numbers_keeps_its_blobs() {
     let m = SqliteMeta::open(&path).await.expect("migrate");
     let ids: Vec<BlobId> = (1..=4u8).map(|n| BlobId([n; 32])).collect();
     let found = m.blob_locations(7, &ids).await.expect("locations");
-    let at = |key: &str, offset: u64, n: u8| {
+    // Rows from before keep their whole hash; new ones keep 16 bytes.
+    let at = |key: &str, offset: u64, n: u8, hash_len: usize| {
         Some(BlobLocation {
             object_key: key.into(),
             offset,
             length: 40,
-            hash: vec![n; 32],
+            hash: vec![n; hash_len],
         })
     };
     assert_eq!(
         found,
         vec![
-            at("packs/7/one", 0, 1),
-            at("packs/7/one", 40, 2),
-            at("packs/7/two", 0, 3),
+            at("packs/7/one", 0, 1, 32),
+            at("packs/7/one", 40, 2, 32),
+            at("packs/7/two", 0, 3, 32),
             None
         ]
     );
@@ -1051,6 +1053,6 @@ async fn a_database_from_before_pack_and_blob_numbers_keeps_its_blobs() {
         .expect("insert");
     assert_eq!(
         m.blob_locations(7, &[BlobId([5; 32])]).await.expect("new"),
-        vec![at("packs/7/four", 0, 5)]
+        vec![at("packs/7/four", 0, 5, STORED_HASH_LEN)]
     );
 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use haven_format::BlobId;
 use haven_proto::*;
 use haven_store::StoreError;
-use haven_store::meta::{NewSnapshot, SnapshotRow};
+use haven_store::meta::{NewSnapshot, SnapshotRow, hash_matches};
 use serde::Deserialize;
 
 use super::auth::Caller;
@@ -113,7 +113,7 @@ pub async fn fetch(
             Ok(blobs) => {
                 for (k, b) in blobs.iter().enumerate() {
                     let loc = locs[i + k].as_ref();
-                    let intact = loc.is_some_and(|l| blake3::hash(b).as_bytes()[..] == l.hash[..]);
+                    let intact = loc.is_some_and(|l| hash_matches(&l.hash, b));
                     if !intact {
                         tracing::warn!(blob = %req.ids[i + k], "stored blob does not match its recorded hash");
                     }
@@ -155,9 +155,7 @@ async fn read_again(state: &SharedState, account_id: i64, id: &BlobId) -> ApiRes
         .get_ranges(&loc.object_key, vec![(loc.offset, loc.length)])
         .await
     {
-        Ok(mut v) => Ok(v
-            .pop()
-            .filter(|b| blake3::hash(b).as_bytes()[..] == loc.hash[..])),
+        Ok(mut v) => Ok(v.pop().filter(|b| hash_matches(&loc.hash, b))),
         Err(StoreError::NotFound) | Err(StoreError::Invalid(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
