@@ -20,7 +20,7 @@ pub use limit::CapacityLimit;
 pub use local::LocalDirStore;
 pub use meta::MetaStore;
 pub use object::{ObjectStore, check_key};
-pub use sqlite::SqliteMeta;
+pub use sqlite::{MIGRATIONS, SqliteMeta};
 
 /// Seconds since the Unix epoch, the time unit of every stored record.
 pub fn now_secs() -> i64 {

@@ -18,7 +18,10 @@ use crate::meta::*;
 use crate::refset;
 use crate::{StoreError, now_secs};
 
-const MIGRATIONS: &[&str] = &[
+/// The schema's migrations, in order; `PRAGMA user_version` counts those
+/// applied. Public for the tests that build a database of an older schema.
+#[doc(hidden)]
+pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_sessions.sql"),
     include_str!("../migrations/sqlite/0003_usage.sql"),

@@ -935,25 +935,17 @@ async fn a_new_console_session_clears_expired_sessions_and_links() {
 /// backup that has it uploads it again.
 #[tokio::test]
 async fn a_database_from_before_pack_and_blob_numbers_keeps_its_blobs() {
-    const BEFORE: &[&str] = &[
-        include_str!("../migrations/sqlite/0001_init.sql"),
-        include_str!("../migrations/sqlite/0002_sessions.sql"),
-        include_str!("../migrations/sqlite/0003_usage.sql"),
-        include_str!("../migrations/sqlite/0004_plans.sql"),
-        include_str!("../migrations/sqlite/0005_integrity.sql"),
-        include_str!("../migrations/sqlite/0006_console.sql"),
-        include_str!("../migrations/sqlite/0007_ref_deltas.sql"),
-        include_str!("../migrations/sqlite/0008_ref_keys.sql"),
-    ];
+    // The schema as migration 8 left it.
+    let before = &haven_store::MIGRATIONS[..8];
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("meta.db");
     let (p1, p2, gone) = (PackId([1; 32]), PackId([2; 32]), PackId([3; 32]));
     {
         let c = rusqlite::Connection::open(&path).expect("open");
-        for sql in BEFORE {
+        for sql in before {
             c.execute_batch(sql).expect("old schema");
         }
-        c.pragma_update(None, "user_version", BEFORE.len() as i64)
+        c.pragma_update(None, "user_version", before.len() as i64)
             .expect("version");
         c.execute(
             "INSERT INTO accounts (id, email, kdf, auth_hash, wrapped_key, recovery_auth_hash, \
