@@ -171,17 +171,8 @@ fn the_agent_reads_logind_networkmanager_and_sysfs_and_notifies_over_dbus() {
         }
     }
     // Backed up 4 days ago: the agent warns over D-Bus.
-    let four_days_ago = humantime::format_rfc3339_seconds(
-        std::time::SystemTime::now() - Duration::from_secs(4 * 86_400),
-    )
-    .to_string();
-    let out = dev.run_env(
-        &["backup", "--json"],
-        &[
-            ("HOME", home.to_str().unwrap()),
-            ("HAVEN_BACKUP_TIME", &four_days_ago),
-        ],
-    );
+    let four_days_ago = std::time::SystemTime::now() - Duration::from_secs(4 * 86_400);
+    let out = dev.backup_at(&home, four_days_ago);
     assert!(out.status.success());
 
     let _agent = Kill(

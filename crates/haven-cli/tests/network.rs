@@ -547,37 +547,37 @@ fn always_answering(status: &'static str, body: &'static str) -> String {
     url
 }
 
-#[test]
-fn a_server_that_keeps_failing_is_reported_with_its_own_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let args = |url: &str| -> Vec<String> {
-        [
+/// The JSON error of a `login` against a server that always answers
+/// `status` and `body`, once the retries are spent.
+fn login_error(dir: &Path, status: &'static str, body: &'static str) -> serde_json::Value {
+    let url = always_answering(status, body);
+    let out = device(dir, &url).run_env(
+        &[
             "login",
             "--server",
-            url,
+            &url,
             "--email",
             "x@example.org",
             "--device",
             "d",
             "--json",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    // The server said what failed: that is what the user reads, not just
-    // "HTTP 503", once the retries are spent.
-    let url = always_answering(
-        "503 Service Unavailable",
-        r#"{"error":{"code":"storage_unavailable","message":"The server could not read or write its storage.","fix":["Try again in a few minutes; nothing was lost."]}}"#,
-    );
-    let d = device(&tmp.path().join("a"), &url);
-    let a = args(&url);
-    let out = d.run_env(
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        ],
         &[("HAVEN_RETRY_SCALE", "0.01")],
     );
     assert!(!out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_server_that_keeps_failing_is_reported_with_its_own_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The server said what failed: that is what the user reads, not just
+    // "HTTP 503", once the retries are spent.
+    let v = login_error(
+        &tmp.path().join("a"),
+        "503 Service Unavailable",
+        r#"{"error":{"code":"storage_unavailable","message":"The server could not read or write its storage.","fix":["Try again in a few minutes; nothing was lost."]}}"#,
+    );
     assert_eq!(v["error"]["code"], "storage_unavailable", "{v}");
     assert!(
         v["error"]["message"].as_str().unwrap().contains("storage"),
@@ -588,15 +588,11 @@ fn a_server_that_keeps_failing_is_reported_with_its_own_error() {
     assert!(fixes.contains("retried"), "{v}");
 
     // A 502 without a Haven error (a proxy's page): the generic answer.
-    let url = always_answering("502 Bad Gateway", "<html>bad gateway</html>");
-    let d = device(&tmp.path().join("b"), &url);
-    let a = args(&url);
-    let out = d.run_env(
-        &a.iter().map(String::as_str).collect::<Vec<_>>(),
-        &[("HAVEN_RETRY_SCALE", "0.01")],
+    let v = login_error(
+        &tmp.path().join("b"),
+        "502 Bad Gateway",
+        "<html>bad gateway</html>",
     );
-    assert!(!out.status.success());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["code"], "server_unavailable", "{v}");
     assert!(
         v["error"]["message"].as_str().unwrap().contains("HTTP 502"),

@@ -394,13 +394,9 @@ fn retention_prunes_what_the_policy_says_and_nothing_else() {
     let mut pruned = Vec::new();
     for (i, days) in [20u64, 10, 9, 2, 1].into_iter().enumerate() {
         write(&home.join("Documents/log.txt"), &text(10_000 + i, i as u64));
-        let at = humantime::format_rfc3339_seconds(
+        let out = dev.backup_at(
+            &home,
             now - std::time::Duration::from_secs(days * 86_400 + 60),
-        )
-        .to_string();
-        let out = dev.run_env(
-            &["backup", "--json"],
-            &[("HOME", home.to_str().unwrap()), ("HAVEN_BACKUP_TIME", &at)],
         );
         assert!(
             out.status.success(),

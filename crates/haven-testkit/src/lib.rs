@@ -156,6 +156,16 @@ impl Device {
         cmd.output().unwrap()
     }
 
+    /// Backs up `home` (as `$HOME`, so its default selection) as if the
+    /// time were `at` (`HAVEN_BACKUP_TIME`).
+    pub fn backup_at(&self, home: &Path, at: std::time::SystemTime) -> Output {
+        let at = humantime::format_rfc3339_seconds(at).to_string();
+        self.run_env(
+            &["backup", "--json"],
+            &[("HOME", home.to_str().unwrap()), ("HAVEN_BACKUP_TIME", &at)],
+        )
+    }
+
     /// Runs and expects success; returns stdout parsed as JSON.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.run(args);
