@@ -1022,6 +1022,16 @@ impl SqliteMeta {
         let version: i64 = sqlx::query_scalar("PRAGMA user_version")
             .fetch_one(&mut *tx)
             .await?;
+        // A database migrated by a newer Haven has tables this code does
+        // not know: every request would fail on them. Refuse to start.
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StoreError::Invalid(format!(
+                "the database has schema version {version}, and this version of Haven knows \
+                 versions up to {}: a newer Haven has upgraded it. Run that newer version, or \
+                 put back a copy of the database made before the upgrade",
+                MIGRATIONS.len()
+            )));
+        }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
             sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))

@@ -1048,3 +1048,21 @@ async fn a_database_from_before_pack_and_blob_numbers_keeps_its_blobs() {
         vec![at("packs/7/four", 0, 5, STORED_HASH_LEN)]
     );
 }
+
+/// A database a newer Haven migrated is refused with what to do, instead
+/// of being served with tables this code does not know.
+#[tokio::test]
+async fn a_database_from_a_newer_haven_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("meta.db");
+    drop(SqliteMeta::open(&path).await.expect("create"));
+    let newer = haven_store::MIGRATIONS.len() as i64 + 1;
+    rusqlite::Connection::open(&path)
+        .expect("open")
+        .pragma_update(None, "user_version", newer)
+        .expect("version");
+    let err = SqliteMeta::open(&path).await.expect_err("refused");
+    let text = err.to_string();
+    assert!(text.contains(&format!("schema version {newer}")), "{text}");
+    assert!(text.contains("Run that newer version"), "{text}");
+}
