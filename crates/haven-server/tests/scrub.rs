@@ -7,12 +7,6 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use haven_client::account;
-use haven_client::profile::ConfigDir;
-use haven_client::{HttpRemote, Remote};
-use haven_format::blob::{self, BlobKind};
-use haven_format::pack::PackWriter;
-
 use common::SERVER;
 
 fn scrub(data: &Path) -> (Option<i32>, serde_json::Value) {
@@ -33,28 +27,9 @@ fn scrub_exits_0_on_a_clean_store_and_3_when_it_finds_damage() {
     let (mut child, url) = common::serve(&data, &["--allow-signup"]);
     // SAFETY: the test sets this before any thread reads it.
     unsafe { std::env::set_var("HAVEN_INSECURE_ALLOW_WEAK_KDF", "1") };
-    let signed = account::signup(
-        &ConfigDir::at(tmp.path().join("dev")),
-        &url,
-        "scrub@example.org",
-        "correct horse battery",
-        "laptop",
-        None,
-    );
-    let uploaded = signed.and_then(|s| {
-        let keys = s.profile.master_key()?.keys();
-        let remote = HttpRemote::new(&url, Some(s.profile.token.clone()))?;
-        remote.open_session(None, None)?;
-        let mut pack = PackWriter::new();
-        for i in 0..3u8 {
-            let plain = vec![i; 50_000];
-            let id = blob::blob_id(&keys, BlobKind::Data, &plain);
-            let sealed = blob::seal(&keys, BlobKind::Data, &id, &plain, 3).unwrap();
-            pack.add(BlobKind::Data, id, &sealed);
-        }
-        let (id, bytes, _) = pack.finish();
-        remote.put_pack(id, bytes)
-    });
+    let plains: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 50_000]).collect();
+    let uploaded =
+        common::sign_up_and_upload(&tmp.path().join("dev"), &url, "scrub@example.org", &plains);
     let _ = child.kill();
     let _ = child.wait();
     uploaded.unwrap();

@@ -8,11 +8,7 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use haven_client::account;
-use haven_client::profile::ConfigDir;
-use haven_client::{HttpRemote, Remote};
-use haven_format::blob::{self, BlobKind};
-use haven_format::pack::PackWriter;
+use haven_client::Remote;
 
 #[test]
 fn sigterm_stops_the_server_cleanly_and_folds_its_log_in() {
@@ -26,29 +22,14 @@ fn sigterm_stops_the_server_cleanly_and_folds_its_log_in() {
     // server's lookup connections and write through its pool, as a
     // backup's do. Before the store was closed on stop, these left the
     // write-ahead log behind (350 KB here, 4.2 MB after the benchmark).
-    let signed = account::signup(
-        &ConfigDir::at(tmp.path().join("dev")),
+    let (remote, ids) = common::sign_up_and_upload(
+        &tmp.path().join("dev"),
         &url,
         "stop@example.org",
-        "correct horse battery",
-        "laptop",
-        None,
+        &[vec![7u8; 50_000]],
     )
     .unwrap();
-    let keys = signed.profile.master_key().unwrap().keys();
-    let remote = HttpRemote::new(&url, Some(signed.profile.token.clone())).unwrap();
-    remote.open_session(None, None).unwrap();
-    let mut pack = PackWriter::new();
-    let plain = vec![7u8; 50_000];
-    let id = blob::blob_id(&keys, BlobKind::Data, &plain);
-    pack.add(
-        BlobKind::Data,
-        id,
-        &blob::seal(&keys, BlobKind::Data, &id, &plain, 3).unwrap(),
-    );
-    let (pack_id, bytes, _) = pack.finish();
-    remote.put_pack(pack_id, bytes).unwrap();
-    assert!(remote.missing(&[id]).unwrap().is_empty());
+    assert!(remote.missing(&ids).unwrap().is_empty());
     let wal = data.join("haven.db-wal");
     assert!(fs::metadata(&wal).unwrap().len() > 0);
 

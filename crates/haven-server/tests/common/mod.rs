@@ -31,3 +31,40 @@ pub fn serve(data: &Path, args: &[&str]) -> (Child, String) {
     }
     (child, format!("http://127.0.0.1:{port}"))
 }
+
+/// Signs a device up at `url` (open sign-up, weak KDF allowed by the
+/// caller) with its state in `dir`, and uploads one pack holding each of
+/// `plains` as a data blob; returns the device's connection and the
+/// blobs' ids.
+#[allow(dead_code)] // Not every test binary that shares this module uploads.
+pub fn sign_up_and_upload(
+    dir: &Path,
+    url: &str,
+    email: &str,
+    plains: &[Vec<u8>],
+) -> haven_client::Result<(haven_client::HttpRemote, Vec<haven_format::BlobId>)> {
+    use haven_client::{HttpRemote, Remote, account, profile::ConfigDir};
+    use haven_format::blob::{self, BlobKind};
+    let signed = account::signup(
+        &ConfigDir::at(dir.to_path_buf()),
+        url,
+        email,
+        "correct horse battery",
+        "laptop",
+        None,
+    )?;
+    let keys = signed.profile.master_key()?.keys();
+    let remote = HttpRemote::new(url, Some(signed.profile.token.clone()))?;
+    remote.open_session(None, None)?;
+    let mut pack = haven_format::pack::PackWriter::new();
+    let mut ids = Vec::new();
+    for plain in plains {
+        let id = blob::blob_id(&keys, BlobKind::Data, plain);
+        let sealed = blob::seal(&keys, BlobKind::Data, &id, plain, 3).expect("seal");
+        pack.add(BlobKind::Data, id, &sealed);
+        ids.push(id);
+    }
+    let (id, bytes, _) = pack.finish();
+    remote.put_pack(id, bytes)?;
+    Ok((remote, ids))
+}
