@@ -240,7 +240,8 @@ pub fn hash_matches(stored: &[u8], bytes: &[u8]) -> bool {
 pub trait MetaStore: Send + Sync + 'static {
     /// Finishes with the store when the server stops: what the database
     /// keeps beside itself (SQLite's write-ahead log) is folded into it
-    /// and removed, so a stopped server holds only its database file.
+    /// and emptied (SQLite removes the file once its last connection
+    /// closes), so a stopped server holds only its database file.
     /// Requests after this fail.
     async fn close(&self) -> Result<(), StoreError>;
     /// A server-wide setting.
