@@ -20,6 +20,10 @@ pub enum FormatError {
     Kdf(String),
     #[error("key-derivation parameters are weaker than the allowed minimum ({0})")]
     WeakKdf(String),
+    #[error(
+        "the blob was compressed with the account's dictionary {id}, which this device was not given"
+    )]
+    MissingDictionary { id: u32 },
     #[error("decompression failed")]
     Decompress,
     #[error("a blob's plaintext is larger than the maximum of {max} bytes")]

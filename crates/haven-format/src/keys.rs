@@ -11,6 +11,8 @@
 //!                     └─ derive "chunker"  ──▶ FastCDC gear seed
 //! ```
 
+use std::sync::Arc;
+
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
@@ -18,6 +20,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::FormatError;
+use crate::dict::Dictionary;
 
 const CTX_AUTH: &str = "haven 2026-11 login auth key v1";
 const CTX_WRAP: &str = "haven 2026-11 login wrap key v1";
@@ -311,17 +314,35 @@ impl MasterKey {
             seal_key: blake3::derive_key(CTX_BLOB_SEAL, &self.0),
             // fastcdc treats 0 as "unseeded"; never hand it that.
             chunker_seed: u64::from_le_bytes(s8).max(1),
+            dictionary: None,
         }
     }
 }
 
-/// Working keys derived from the master key.
+/// Working keys derived from the master key, and the account's
+/// compression dictionary once the server handed it out: everything that
+/// sealing and opening blobs needs.
 #[derive(Clone)]
 pub struct Keys {
     pub(crate) id_key: [u8; 32],
     pub(crate) seal_key: [u8; 32],
     /// Seed of the FastCDC gear table.
     pub chunker_seed: u64,
+    pub(crate) dictionary: Option<Arc<Dictionary>>,
+}
+
+impl Keys {
+    /// These keys with the account's compression dictionary: small data
+    /// blobs are sealed with it, and blobs that name it can be opened.
+    pub fn with_dictionary(mut self, dictionary: Dictionary) -> Self {
+        self.dictionary = Some(Arc::new(dictionary));
+        self
+    }
+
+    /// The account's compression dictionary, if these keys have it.
+    pub fn dictionary(&self) -> Option<&Dictionary> {
+        self.dictionary.as_deref()
+    }
 }
 
 impl std::fmt::Debug for Keys {

@@ -8,12 +8,14 @@
 //!   password / recovery-key wrapping of the master key.
 //! * [`chunker`]: content-defined chunking (FastCDC 2020, seeded per account).
 //! * [`blob`]: ids (keyed BLAKE3), compression and AEAD sealing of blobs.
+//! * [`dict`]: the account's zstd dictionary for small files, sealed.
 //! * [`pack`]: the self-describing container blobs are uploaded and stored in.
 //! * [`tree`] and [`snapshot`]: directory trees and snapshot descriptions,
 //!   which are themselves stored as blobs.
 
 pub mod blob;
 pub mod chunker;
+pub mod dict;
 mod error;
 pub mod id;
 pub mod keys;
