@@ -273,6 +273,18 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Sets the plan (`None`: the default plan).
     async fn account_set_plan(&self, account_id: i64, plan: Option<&str>)
     -> Result<(), StoreError>;
+    /// The account's compression dictionary, sealed (`None` until a device
+    /// set one).
+    async fn account_dictionary(&self, account_id: i64) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Sets the account's compression dictionary unless it has one, and
+    /// returns the one it has now: a dictionary is never replaced, since
+    /// blobs need the one they were compressed with. `NotFound` for an
+    /// unknown account.
+    async fn account_dictionary_init(
+        &self,
+        account_id: i64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, StoreError>;
     /// Replaces the password credentials.
     async fn account_set_password(
         &self,

@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0008_ref_keys.sql"),
     include_str!("../migrations/sqlite/0009_pack_numbers.sql"),
     include_str!("../migrations/sqlite/0010_blob_numbers.sql"),
+    include_str!("../migrations/sqlite/0011_dictionary.sql"),
 ];
 
 /// SQLite behind [`MetaStore`].
@@ -1200,6 +1201,31 @@ impl MetaStore for SqliteMeta {
         } else {
             Err(StoreError::NotFound)
         }
+    }
+
+    async fn account_dictionary(&self, account_id: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT dictionary FROM accounts WHERE id = ?")
+                .bind(account_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten(),
+        )
+    }
+
+    async fn account_dictionary_init(
+        &self,
+        account_id: i64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        sqlx::query("UPDATE accounts SET dictionary = ? WHERE id = ? AND dictionary IS NULL")
+            .bind(sealed)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await?;
+        self.account_dictionary(account_id)
+            .await?
+            .ok_or(StoreError::NotFound)
     }
 
     async fn account_set_password(

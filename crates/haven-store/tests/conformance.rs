@@ -208,6 +208,27 @@ async fn meta_store_contract(m: &dyn MetaStore) {
     assert_eq!(m.account(b).await.expect("get").expect("exists").plan, None);
     assert_eq!(m.accounts().await.expect("list").len(), 2);
 
+    // The compression dictionary: the first one set stays.
+    assert_eq!(m.account_dictionary(a).await.expect("get"), None);
+    assert_eq!(
+        m.account_dictionary_init(a, b"first").await.expect("set"),
+        b"first"
+    );
+    assert_eq!(
+        m.account_dictionary_init(a, b"second").await.expect("set"),
+        b"first",
+        "a dictionary is never replaced"
+    );
+    assert_eq!(
+        m.account_dictionary(a).await.expect("get").as_deref(),
+        Some(&b"first"[..])
+    );
+    assert_eq!(m.account_dictionary(b).await.expect("get"), None);
+    assert!(matches!(
+        m.account_dictionary_init(9999, b"x").await,
+        Err(StoreError::NotFound)
+    ));
+
     // Devices and tokens.
     let (da, existed) = m.device_upsert(a, "laptop").await.expect("device");
     assert!(!existed);
