@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `meta/settings/{key}` | the setting's bytes |
 //! | `meta/accounts/{id}.json` | the account: email, KDF, credential hashes, wrapped keys, plan |
+//! | `meta/accounts/{id}.dictionary` | its compression dictionary, sealed (written once) |
 //! | `meta/devices/{account}/{id}.json` | a device |
 //! | `meta/tokens/{account}/{hash}.json` | a device sign-in (the token's hash) |
 //! | `meta/snapshots/{account}/{id}.json` | a snapshot record |
@@ -129,6 +130,23 @@ pub async fn account(state: &SharedState, account_id: i64) -> Result<(), StoreEr
     state
         .objects
         .put(&format!("meta/accounts/{}.json", a.id), json(&doc))
+        .await
+}
+
+fn dictionary_key(account_id: i64) -> String {
+    format!("meta/accounts/{account_id}.dictionary")
+}
+
+/// Records an account's compression dictionary. The caller holds
+/// `dictionary_lock` and has seen that the account has none.
+pub async fn dictionary(
+    state: &SharedState,
+    account_id: i64,
+    sealed: &[u8],
+) -> Result<(), StoreError> {
+    state
+        .objects
+        .put(&dictionary_key(account_id), sealed.to_vec())
         .await
 }
 
@@ -489,6 +507,8 @@ pub async fn backfill(state: &SharedState) -> Result<(), StoreError> {
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ReindexReport {
     pub accounts: u64,
+    /// Accounts' compression dictionaries.
+    pub dictionaries: u64,
     pub devices: u64,
     pub sign_ins: u64,
     pub packs: u64,
@@ -544,16 +564,17 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
         let value = objects.get(&key).await?;
         state.meta.setting_init(&name, &value).await?;
     }
-    for key in objects.list("meta/accounts/").await? {
-        let d: AccountDoc = parse(&key, &objects.get(&key).await?)?;
+    let account_keys = objects.list("meta/accounts/").await?;
+    for key in account_keys.iter().filter(|k| k.ends_with(".json")) {
+        let d: AccountDoc = parse(key, &objects.get(key).await?)?;
         state
             .meta
             .import_account(&Account {
                 id: d.id,
-                auth_hash: unhex(&key, &d.auth_hash)?,
-                wrapped_key: unhex(&key, &d.wrapped_key)?,
-                recovery_auth_hash: unhex(&key, &d.recovery_auth_hash)?,
-                recovery_wrapped_key: unhex(&key, &d.recovery_wrapped_key)?,
+                auth_hash: unhex(key, &d.auth_hash)?,
+                wrapped_key: unhex(key, &d.wrapped_key)?,
+                recovery_auth_hash: unhex(key, &d.recovery_auth_hash)?,
+                recovery_wrapped_key: unhex(key, &d.recovery_wrapped_key)?,
                 email: d.email,
                 kdf: d.kdf,
                 is_admin: d.is_admin,
@@ -562,6 +583,12 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
             })
             .await?;
         r.accounts += 1;
+        let dict = dictionary_key(d.id);
+        if account_keys.contains(&dict) {
+            let sealed = objects.get(&dict).await?;
+            state.meta.account_dictionary_init(d.id, &sealed).await?;
+            r.dictionaries += 1;
+        }
     }
     for key in objects.list("meta/devices/").await? {
         let d: DeviceDoc = parse(&key, &objects.get(&key).await?)?;

@@ -59,6 +59,7 @@ pub async fn open_state(mut config: Config) -> anyhow::Result<SharedState> {
         prelogin_secret,
         uploads: Default::default(),
         snapshot_lock: Default::default(),
+        dictionary_lock: Default::default(),
     });
     journal::setting(&state, "prelogin_secret", &stored).await?;
     journal::backfill(&state).await?;

@@ -182,8 +182,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "Rebuilt the database: {} accounts, {} devices, {} sign-ins, {} packs with {} blobs, {} backups.",
-                    r.accounts, r.devices, r.sign_ins, r.packs, r.blobs, r.snapshots
+                    "Rebuilt the database: {} accounts ({} with a compression dictionary), {} devices, {} sign-ins, {} packs with {} blobs, {} backups.",
+                    r.accounts,
+                    r.dictionaries,
+                    r.devices,
+                    r.sign_ins,
+                    r.packs,
+                    r.blobs,
+                    r.snapshots
                 );
                 if r.unreadable_packs > 0 {
                     println!(

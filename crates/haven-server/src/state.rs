@@ -16,6 +16,9 @@ pub struct AppState {
     /// Held while a snapshot's copy is written and committed, or while a
     /// snapshot is deleted: a copy stored as a delta never loses its base.
     pub snapshot_lock: tokio::sync::Mutex<()>,
+    /// Held while an account's first compression dictionary is copied and
+    /// stored: the copy always holds the dictionary the database keeps.
+    pub dictionary_lock: tokio::sync::Mutex<()>,
 }
 
 pub type SharedState = Arc<AppState>;

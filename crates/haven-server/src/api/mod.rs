@@ -46,6 +46,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/plans", get(storage::plans))
         .route("/v1/plan", put(storage::set_plan))
         .route(
+            "/v1/dictionary",
+            get(storage::dictionary).put(storage::set_dictionary),
+        )
+        .route(
             "/v1/categories",
             get(storage::categories).post(storage::scanned),
         )

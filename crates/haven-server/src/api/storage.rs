@@ -1,9 +1,11 @@
-//! Where the storage goes: usage, plans, categories, and the history of
-//! backup attempts.
+//! Where the storage goes: usage, plans, categories, the history of
+//! backup attempts, and the account's compression dictionary.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use haven_proto::*;
 use haven_store::meta::{AttemptRow, CategoryRow};
 use serde::Deserialize;
@@ -17,6 +19,44 @@ use crate::state::SharedState;
 pub struct DeviceQuery {
     device: Option<String>,
     limit: Option<u32>,
+}
+
+/// `GET /v1/dictionary`: the account's sealed compression dictionary, or
+/// 204 when no device has set one yet.
+pub async fn dictionary(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> ApiResult<axum::response::Response> {
+    Ok(
+        match state.meta.account_dictionary(caller.account_id).await? {
+            Some(sealed) => sealed.into_response(),
+            None => StatusCode::NO_CONTENT.into_response(),
+        },
+    )
+}
+
+/// `PUT /v1/dictionary`: sets the account's sealed compression dictionary
+/// unless it has one, and answers with the one it has now (the first
+/// device's wins; a dictionary is never replaced, since the blobs
+/// compressed with it need it). Its copy in the object store is written
+/// before the database takes it, so a rebuilt database has it too.
+pub async fn set_dictionary(
+    State(state): State<SharedState>,
+    caller: Caller,
+    body: Bytes,
+) -> ApiResult<Vec<u8>> {
+    haven_format::dict::check_sealed_framing(&body).map_err(|e| {
+        ApiError::bad_request(format!("This is not a sealed compression dictionary: {e}."))
+    })?;
+    let _lock = state.dictionary_lock.lock().await;
+    if let Some(sealed) = state.meta.account_dictionary(caller.account_id).await? {
+        return Ok(sealed);
+    }
+    crate::journal::dictionary(&state, caller.account_id, &body).await?;
+    Ok(state
+        .meta
+        .account_dictionary_init(caller.account_id, &body)
+        .await?)
 }
 
 /// `GET /v1/usage`.
