@@ -229,7 +229,8 @@ pub fn run(command: Command) -> Result<u8> {
         } => {
             let (_, profile, remote) = signed_in()?;
             let snap = resolve(&remote, &profile, &id, None)?;
-            let keys = profile.master_key()?.keys();
+            let keys =
+                haven_client::dictionary::for_reading(profile.master_key()?.keys(), &remote)?;
             let r = haven_client::inspect::verify(&remote, &keys, &snap, read_data)?;
             if json {
                 print_json(&r);

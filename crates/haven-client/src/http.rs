@@ -556,6 +556,27 @@ impl Remote for HttpRemote {
         checked(self.get(&format!("/v1/snapshots/{}", sanitize_id(id)))?)
     }
 
+    fn dictionary(&self) -> Result<Option<Vec<u8>>> {
+        let body = self.send(
+            Method::GET,
+            "/v1/dictionary",
+            Body::None,
+            Duration::from_secs(60),
+        )?;
+        // 204 when there is none: no body.
+        Ok((!body.is_empty()).then(|| body.to_vec()))
+    }
+
+    fn set_dictionary(&self, sealed: Vec<u8>) -> Result<Vec<u8>> {
+        let body = self.send(
+            Method::PUT,
+            "/v1/dictionary",
+            Body::Bytes(sealed.into()),
+            Duration::from_secs(60),
+        )?;
+        Ok(body.to_vec())
+    }
+
     fn delete_snapshot(&self, id: &str) -> Result<()> {
         self.send(
             Method::DELETE,

@@ -12,6 +12,7 @@ pub mod backup;
 mod cache;
 pub mod categories;
 pub mod config;
+pub mod dictionary;
 pub mod doctor;
 mod error;
 mod fsmeta;

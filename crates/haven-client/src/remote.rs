@@ -53,6 +53,12 @@ pub trait Remote: Send + Sync {
     fn record_attempt(&self, attempt: &Attempt) -> Result<()>;
     /// The server's plans.
     fn plans(&self) -> Result<PlansResponse>;
+    /// The account's sealed compression dictionary; `None` while no device
+    /// has set one. A server from before dictionaries answers `NotFound`.
+    fn dictionary(&self) -> Result<Option<Vec<u8>>>;
+    /// Sets the account's sealed compression dictionary unless it has one;
+    /// returns the one it has now.
+    fn set_dictionary(&self, sealed: Vec<u8>) -> Result<Vec<u8>>;
     /// Bytes sent so far (request bodies), for reports.
     fn bytes_sent(&self) -> u64;
     /// Requests sent so far, retries included, for reports.

@@ -1,0 +1,145 @@
+//! The account's compression dictionary: trained by the first backup that
+//! has enough small files, kept once, handed to every device, and brought
+//! back by `reindex`.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::Path;
+
+use haven_testkit::tree::{assert_same_tree, copy_tree, populate, text};
+use haven_testkit::{Device, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_haven");
+
+fn device(dir: &Path, url: &str) -> Device {
+    Device::new(Path::new(BIN), dir, url, "correct horse battery")
+}
+
+/// 320 small text files over 8 directories, as a source tree has.
+fn small_files(root: &Path) {
+    for d in 0..8u64 {
+        let dir = root.join(format!("src/module{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..40u64 {
+            let seed = d * 100 + f;
+            fs::write(
+                dir.join(format!("file{f}.rs")),
+                text(1000 + (seed as usize * 37) % 7000, seed),
+            )
+            .unwrap();
+        }
+    }
+}
+
+fn stored_dictionary(data: &Path) -> Option<Vec<u8>> {
+    fs::read(data.join("objects/meta/accounts/1.dictionary")).ok()
+}
+
+fn api_dictionary(url: &str, dev: &Device) -> reqwest::blocking::Response {
+    reqwest::blocking::Client::new()
+        .get(format!("{url}/v1/dictionary"))
+        .bearer_auth(dev.token())
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_uses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let server = TestServer::start(&data);
+    let laptop = device(&tmp.path().join("laptop"), &server.url());
+    laptop.signup("dee@example.org", "laptop");
+
+    // Ten files are too few to learn from: no dictionary yet.
+    let src = tmp.path().join("home");
+    populate(&src, "first");
+    let first = laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
+    let keep_first = tmp.path().join("keep-first");
+    copy_tree(&src, &keep_first);
+    assert_eq!(stored_dictionary(&data), None);
+    assert_eq!(api_dictionary(&server.url(), &laptop).status(), 204);
+
+    // With a source tree, the next backup trains one.
+    small_files(&src);
+    let second = laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
+    let sealed = stored_dictionary(&data).expect("the dictionary's copy");
+    let answer = api_dictionary(&server.url(), &laptop);
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.bytes().unwrap().to_vec(), sealed);
+
+    // It is written once: another offer gets the first back, and bytes
+    // that are not a sealed dictionary are refused.
+    let http = reqwest::blocking::Client::new();
+    let mut other = sealed.clone();
+    other[40] ^= 1;
+    let r = http
+        .put(format!("{}/v1/dictionary", server.url()))
+        .bearer_auth(laptop.token())
+        .body(other)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().unwrap().to_vec(), sealed);
+    let r = http
+        .put(format!("{}/v1/dictionary", server.url()))
+        .bearer_auth(laptop.token())
+        .body(vec![9u8; 100])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let err: serde_json::Value = r.json().unwrap();
+    assert_eq!(err["error"]["code"], "bad_request", "{err}");
+    assert_eq!(stored_dictionary(&data).unwrap(), sealed);
+
+    // Blobs sealed with it pass a full read, and a new device restores
+    // both backups (the one from before the dictionary and the one with
+    // it) exactly: it fetched the dictionary.
+    let v = laptop.json(&["verify", "--read-data", "--json"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let phone = device(&tmp.path().join("phone"), &server.url());
+    phone.login("dee@example.org", "phone");
+    for (id, expected) in [(&first["id"], &keep_first), (&second["id"], &src)] {
+        let out = tmp.path().join(format!("out-{}", id.as_str().unwrap()));
+        let r = phone.json(&[
+            "restore",
+            id.as_str().unwrap(),
+            "--device",
+            "laptop",
+            "--to",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(r["failed"].as_array().unwrap().len(), 0, "{r}");
+        assert_same_tree(expected, &out.join(src.strip_prefix("/").unwrap()));
+    }
+
+    // The phone's own first backup keeps the account's dictionary.
+    let phone_src = tmp.path().join("phone-home");
+    small_files(&phone_src);
+    phone.json(&["backup", phone_src.to_str().unwrap(), "--json"]);
+    assert_eq!(stored_dictionary(&data).unwrap(), sealed);
+
+    // A lost database comes back with the dictionary.
+    let config = server.config.clone();
+    let addr: std::net::SocketAddr = server.url().trim_start_matches("http://").parse().unwrap();
+    drop(server);
+    for f in ["haven.db", "haven.db-wal", "haven.db-shm"] {
+        let _ = fs::remove_file(data.join(f));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let report = rt.block_on(haven_server::reindex(&config)).unwrap();
+    assert_eq!(report.dictionaries, 1, "{report:?}");
+    drop(rt);
+    let server = TestServer::start_with(&data, |c| {
+        *c = config.clone();
+        c.listen = addr;
+    });
+    let answer = api_dictionary(&server.url(), &laptop);
+    assert_eq!(answer.bytes().unwrap().to_vec(), sealed);
+    let fresh = device(&tmp.path().join("fresh"), &server.url());
+    fresh.login("dee@example.org", "laptop");
+    let out = tmp.path().join("after-reindex");
+    fresh.json(&["restore", "--to", out.to_str().unwrap(), "--json"]);
+    assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}

@@ -1,0 +1,211 @@
+//! The account's compression dictionary on this device.
+//!
+//! Backups and restores ask the server for it before they seal or open a
+//! blob. The first backup of an account with enough small files trains
+//! one from a sample of them and offers it; the server keeps the first
+//! offered, so devices that train at the same time all end up with the
+//! same one. A server from before dictionaries, or a dictionary that does
+//! not open, leaves the device storing as it did without: a backup never
+//! fails for the want of a dictionary.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use haven_format::dict::{Dictionary, SMALL_BLOB};
+use haven_format::keys::Keys;
+use haven_proto::ErrorCode;
+use rand::Rng;
+
+use crate::Result;
+use crate::remote::Remote;
+use crate::selection::{Excluder, is_cache_dir};
+
+/// Files sampled for training: on the benchmark, 250 small files gave
+/// 95% of what 2,000 did (docs/PERFORMANCE.md, round 16).
+const SAMPLE_FILES: usize = 250;
+/// Fewer files than this, or fewer bytes, are too little to train on: the
+/// account gets its dictionary at a later backup that has more.
+const MIN_SAMPLE_FILES: usize = 100;
+const MIN_SAMPLE_BYTES: u64 = 256 << 10;
+/// Entries the sampling walk looks at, at most: a home directory of
+/// millions of files is sampled from its first part.
+const WALK_LIMIT: usize = 200_000;
+/// Files shorter than this are stored as they are.
+const MIN_FILE: u64 = 64;
+
+/// The dictionary the account has on the server, as keys to open blobs
+/// with: `keys` unchanged when there is none, when the server predates
+/// dictionaries, or (with a warning) when it does not open.
+pub fn for_reading(keys: Keys, remote: &dyn Remote) -> Result<Keys> {
+    match remote.dictionary() {
+        Ok(Some(sealed)) => Ok(opened(keys, &sealed)),
+        Ok(None) => Ok(keys),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(keys),
+        Err(e) => Err(e),
+    }
+}
+
+/// Like [`for_reading`], and when the account has no dictionary yet,
+/// trains one on a sample of the small files under `paths` and offers it.
+pub fn for_backup(
+    keys: Keys,
+    remote: &dyn Remote,
+    paths: &[PathBuf],
+    excluder: &Excluder,
+) -> Result<Keys> {
+    match remote.dictionary() {
+        Ok(Some(sealed)) => return Ok(opened(keys, &sealed)),
+        Ok(None) => {}
+        Err(e) if e.code() == ErrorCode::NotFound => return Ok(keys),
+        Err(e) => return Err(e),
+    }
+    let started = std::time::Instant::now();
+    let samples = sample(paths, excluder);
+    let bytes: u64 = samples.iter().map(|s| s.len() as u64).sum();
+    if samples.len() < MIN_SAMPLE_FILES || bytes < MIN_SAMPLE_BYTES {
+        tracing::debug!(
+            files = samples.len(),
+            bytes,
+            "too few small files to train a compression dictionary on"
+        );
+        return Ok(keys);
+    }
+    let Some(dict) = Dictionary::train(&samples) else {
+        return Ok(keys);
+    };
+    tracing::debug!(
+        files = samples.len(),
+        bytes,
+        size = dict.bytes().len(),
+        ms = started.elapsed().as_millis() as u64,
+        "trained the account's compression dictionary"
+    );
+    match remote.set_dictionary(dict.seal(&keys)) {
+        Ok(sealed) => Ok(opened(keys, &sealed)),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(keys),
+        Err(e) => Err(e),
+    }
+}
+
+fn opened(keys: Keys, sealed: &[u8]) -> Keys {
+    match Dictionary::open(&keys, sealed) {
+        Ok(d) => keys.with_dictionary(d),
+        Err(e) => {
+            tracing::warn!(
+                "the account's compression dictionary on the server does not open ({e}); \
+                 this device compresses without it, and cannot restore files stored with it until \
+                 the server hands out an intact copy"
+            );
+            keys
+        }
+    }
+}
+
+/// Reads up to [`SAMPLE_FILES`] small files chosen at random over the
+/// selection (reservoir sampling over the walk), leaving out what the
+/// backup leaves out.
+fn sample(paths: &[PathBuf], excluder: &Excluder) -> Vec<Vec<u8>> {
+    let mut rng = rand::thread_rng();
+    let mut chosen: Vec<PathBuf> = Vec::with_capacity(SAMPLE_FILES);
+    let mut seen = 0usize;
+    let mut visited = 0usize;
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if excluder.cachedir_tags && is_cache_dir(&path) {
+                continue;
+            }
+            let Ok(rd) = fs::read_dir(&path) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                visited += 1;
+                if visited > WALK_LIMIT {
+                    break;
+                }
+                let p = e.path();
+                if excluder.excluded(&p, &e.file_name()) {
+                    continue;
+                }
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => stack.push(p),
+                    Ok(t) if t.is_file() => {
+                        if e.metadata().is_ok_and(|m| small(m.len())) {
+                            keep(&mut chosen, &mut seen, p, &mut rng);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        } else if meta.is_file()
+            && small(meta.len())
+            && !excluder.excluded(&path, path.file_name().unwrap_or(OsStr::new("")))
+        {
+            keep(&mut chosen, &mut seen, path, &mut rng);
+        }
+        if visited > WALK_LIMIT {
+            break;
+        }
+    }
+    chosen.iter().filter_map(|p| read_small(p)).collect()
+}
+
+fn small(len: u64) -> bool {
+    (MIN_FILE..SMALL_BLOB as u64).contains(&len)
+}
+
+fn keep(chosen: &mut Vec<PathBuf>, seen: &mut usize, p: PathBuf, rng: &mut impl Rng) {
+    *seen += 1;
+    if chosen.len() < SAMPLE_FILES {
+        chosen.push(p);
+    } else {
+        let i = rng.gen_range(0..*seen);
+        if i < SAMPLE_FILES {
+            chosen[i] = p;
+        }
+    }
+}
+
+/// A file's content, if it is still small (it may have grown since).
+fn read_small(p: &Path) -> Option<Vec<u8>> {
+    let b = fs::read(p).ok()?;
+    small(b.len() as u64).then_some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_spreads_over_the_selection_and_leaves_out_what_is_excluded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for d in ["a", "b", "skip"] {
+            fs::create_dir(dir.path().join(d)).expect("mkdir");
+            for i in 0..400 {
+                fs::write(
+                    dir.path().join(d).join(format!("{i}.txt")),
+                    format!("{d} {i} ").repeat(20),
+                )
+                .expect("write");
+            }
+        }
+        fs::write(dir.path().join("a/big"), vec![7u8; SMALL_BLOB]).expect("write");
+        fs::write(dir.path().join("a/tiny"), b"x").expect("write");
+        let excluder = Excluder::new(&["skip".to_string()], false, &[]).expect("excluder");
+        let s = sample(&[dir.path().to_path_buf()], &excluder);
+        assert_eq!(s.len(), SAMPLE_FILES);
+        let from = |d: &str| s.iter().filter(|f| f.starts_with(d.as_bytes())).count();
+        assert_eq!(from("skip"), 0);
+        assert!(
+            from("a ") > 50 && from("b ") > 50,
+            "{} {}",
+            from("a "),
+            from("b ")
+        );
+        assert!(s.iter().all(|f| small(f.len() as u64)));
+    }
+}
