@@ -133,10 +133,8 @@ fn sample(paths: &[PathBuf], excluder: &Excluder) -> Vec<Vec<u8>> {
                 }
                 match e.file_type() {
                     Ok(t) if t.is_dir() => stack.push(p),
-                    Ok(t) if t.is_file() => {
-                        if e.metadata().is_ok_and(|m| small(m.len())) {
-                            keep(&mut chosen, &mut seen, p, &mut rng);
-                        }
+                    Ok(t) if t.is_file() && e.metadata().is_ok_and(|m| small(m.len())) => {
+                        keep(&mut chosen, &mut seen, p, &mut rng);
                     }
                     _ => {}
                 }
