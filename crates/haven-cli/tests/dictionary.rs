@@ -140,6 +140,13 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
     let fresh = device(&tmp.path().join("fresh"), &server.url());
     fresh.login("dee@example.org", "laptop");
     let out = tmp.path().join("after-reindex");
-    fresh.json(&["restore", "--to", out.to_str().unwrap(), "--json"]);
+    // By id: both backups were taken within the same second.
+    fresh.json(&[
+        "restore",
+        second["id"].as_str().unwrap(),
+        "--to",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
     assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
 }

@@ -1281,7 +1281,7 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let requests_before = remote.requests();
-    let keys = profile.master_key()?.keys();
+    let keys = crate::dictionary::for_reading(profile.master_key()?.keys(), remote)?;
     let cache = Cache::new(cache_base, profile.account_id).opening_each_tree_once();
     let snap = crate::backup::load_snapshot(remote, &keys, record)?;
     let root = cache.load_tree(remote, &keys, &snap.root)?;
