@@ -60,8 +60,19 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
     assert_eq!(stored_dictionary(&data), None);
     assert_eq!(api_dictionary(&server.url(), &laptop).status(), 204);
 
-    // With a source tree, the next backup trains one.
+    // The try is remembered: a day passes before the next one walks the
+    // selection again.
     small_files(&src);
+    laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
+    assert_eq!(stored_dictionary(&data), None);
+    let tried = laptop.config_dir.join("dictionary-tried");
+    let day_ago = filetime::FileTime::from_unix_time(
+        filetime::FileTime::now().unix_seconds() - 24 * 3600 - 60,
+        0,
+    );
+    filetime::set_file_mtime(&tried, day_ago).unwrap();
+
+    // With a source tree, the next backup trains one.
     let second = laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
     let sealed = stored_dictionary(&data).expect("the dictionary's copy");
     let answer = api_dictionary(&server.url(), &laptop);

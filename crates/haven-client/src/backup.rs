@@ -296,8 +296,13 @@ fn backup_locked(
         opts.exclude_caches,
         &[dir.path().to_path_buf()],
     )?;
-    let keys =
-        crate::dictionary::for_backup(profile.master_key()?.keys(), remote, &paths, &excluder)?;
+    let keys = crate::dictionary::for_backup(
+        profile.master_key()?.keys(),
+        remote,
+        &paths,
+        &excluder,
+        &dir.path().join("dictionary-tried"),
+    )?;
     let cache = Cache::new(dir.cache(), profile.account_id);
     // A run that was interrupted left its session id: continue it, so that
     // what it uploaded stays protected and counted as one run.

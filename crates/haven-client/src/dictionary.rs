@@ -8,14 +8,15 @@
 //! not open, leaves the device storing as it did without: a backup never
 //! fails for the want of a dictionary.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use haven_format::dict::{Dictionary, SMALL_BLOB};
 use haven_format::keys::Keys;
 use haven_proto::ErrorCode;
 use rand::Rng;
+use rand::seq::SliceRandom;
 
 use crate::Result;
 use crate::remote::Remote;
@@ -24,6 +25,12 @@ use crate::selection::{Excluder, is_cache_dir};
 /// Files sampled for training: on the benchmark, 250 small files gave
 /// 95% of what 2,000 did (docs/PERFORMANCE.md, round 16).
 const SAMPLE_FILES: usize = 250;
+/// Files picked before their sizes are looked at: the walk reads
+/// directories only, and only these are asked for their size.
+const CANDIDATES: usize = 4 * SAMPLE_FILES;
+/// After a selection with too few small files, the next try waits this
+/// long: the walk is not worth repeating at every backup.
+const RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Fewer files than this, or fewer bytes, are too little to train on: the
 /// account gets its dictionary at a later backup that has more.
 const MIN_SAMPLE_FILES: usize = 100;
@@ -48,11 +55,14 @@ pub fn for_reading(keys: Keys, remote: &dyn Remote) -> Result<Keys> {
 
 /// Like [`for_reading`], and when the account has no dictionary yet,
 /// trains one on a sample of the small files under `paths` and offers it.
+/// `tried` is a file whose time records a try that found too few small
+/// files; the next try waits [`RETRY_AFTER`] after it.
 pub fn for_backup(
     keys: Keys,
     remote: &dyn Remote,
     paths: &[PathBuf],
     excluder: &Excluder,
+    tried: &Path,
 ) -> Result<Keys> {
     match remote.dictionary() {
         Ok(Some(sealed)) => return Ok(opened(keys, &sealed)),
@@ -60,8 +70,15 @@ pub fn for_backup(
         Err(e) if e.code() == ErrorCode::NotFound => return Ok(keys),
         Err(e) => return Err(e),
     }
+    let recently = fs::metadata(tried)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < RETRY_AFTER));
+    if recently {
+        return Ok(keys);
+    }
     let started = std::time::Instant::now();
     let samples = sample(paths, excluder);
+    let sampled = started.elapsed();
     let bytes: u64 = samples.iter().map(|s| s.len() as u64).sum();
     if samples.len() < MIN_SAMPLE_FILES || bytes < MIN_SAMPLE_BYTES {
         tracing::debug!(
@@ -69,6 +86,8 @@ pub fn for_backup(
             bytes,
             "too few small files to train a compression dictionary on"
         );
+        // Only a hint: without it, the next backup walks again.
+        let _ = fs::write(tried, b"");
         return Ok(keys);
     }
     let Some(dict) = Dictionary::train(&samples) else {
@@ -78,6 +97,7 @@ pub fn for_backup(
         files = samples.len(),
         bytes,
         size = dict.bytes().len(),
+        sample_ms = sampled.as_millis() as u64,
         ms = started.elapsed().as_millis() as u64,
         "trained the account's compression dictionary"
     );
@@ -103,73 +123,78 @@ fn opened(keys: Keys, sealed: &[u8]) -> Keys {
 }
 
 /// Reads up to [`SAMPLE_FILES`] small files chosen at random over the
-/// selection (reservoir sampling over the walk), leaving out what the
-/// backup leaves out.
+/// selection, leaving out what the backup leaves out: a reservoir sample
+/// of [`CANDIDATES`] files over the walk, of which the small ones are read.
+/// The walk reads directories and never asks a file for its size, so it
+/// costs about what `find` does.
 fn sample(paths: &[PathBuf], excluder: &Excluder) -> Vec<Vec<u8>> {
     let mut rng = rand::thread_rng();
-    let mut chosen: Vec<PathBuf> = Vec::with_capacity(SAMPLE_FILES);
+    let mut candidates: Vec<PathBuf> = Vec::with_capacity(CANDIDATES);
     let mut seen = 0usize;
     let mut visited = 0usize;
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(path) = stack.pop() {
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            if excluder.cachedir_tags && is_cache_dir(&path) {
-                continue;
-            }
-            let Ok(rd) = fs::read_dir(&path) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                visited += 1;
-                if visited > WALK_LIMIT {
-                    break;
-                }
-                let p = e.path();
-                if excluder.excluded(&p, &e.file_name()) {
-                    continue;
-                }
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => stack.push(p),
-                    Ok(t) if t.is_file() && e.metadata().is_ok_and(|m| small(m.len())) => {
-                        keep(&mut chosen, &mut seen, p, &mut rng);
-                    }
-                    _ => {}
-                }
-            }
-        } else if meta.is_file()
-            && small(meta.len())
-            && !excluder.excluded(&path, path.file_name().unwrap_or(OsStr::new("")))
-        {
-            keep(&mut chosen, &mut seen, path, &mut rng);
-        }
-        if visited > WALK_LIMIT {
-            break;
+    let mut stack: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        match fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => stack.push(p.clone()),
+            Ok(m) if m.is_file() => keep(&mut candidates, &mut seen, p.clone(), &mut rng),
+            _ => {}
         }
     }
-    chosen.iter().filter_map(|p| read_small(p)).collect()
+    'walk: while let Some(dir) = stack.pop() {
+        if excluder.cachedir_tags && is_cache_dir(&dir) {
+            continue;
+        }
+        let Ok(rd) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            visited += 1;
+            if visited > WALK_LIMIT {
+                break 'walk;
+            }
+            let p = e.path();
+            if excluder.excluded(&p, &e.file_name()) {
+                continue;
+            }
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => keep(&mut candidates, &mut seen, p, &mut rng),
+                _ => {}
+            }
+        }
+    }
+    // Walk order is not random within the reservoir; the pick must be.
+    candidates.shuffle(&mut rng);
+    candidates
+        .iter()
+        .filter_map(|p| read_small(p))
+        .take(SAMPLE_FILES)
+        .collect()
 }
 
 fn small(len: u64) -> bool {
     (MIN_FILE..SMALL_BLOB as u64).contains(&len)
 }
 
+/// Reservoir sampling: after `seen` files, each is in `chosen` with the
+/// same chance.
 fn keep(chosen: &mut Vec<PathBuf>, seen: &mut usize, p: PathBuf, rng: &mut impl Rng) {
     *seen += 1;
-    if chosen.len() < SAMPLE_FILES {
+    if chosen.len() < CANDIDATES {
         chosen.push(p);
     } else {
         let i = rng.gen_range(0..*seen);
-        if i < SAMPLE_FILES {
+        if i < CANDIDATES {
             chosen[i] = p;
         }
     }
 }
 
-/// A file's content, if it is still small (it may have grown since).
+/// A file's content, if it is small.
 fn read_small(p: &Path) -> Option<Vec<u8>> {
+    if !small(fs::symlink_metadata(p).ok()?.len()) {
+        return None;
+    }
     let b = fs::read(p).ok()?;
     small(b.len() as u64).then_some(b)
 }
