@@ -132,20 +132,8 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
     assert_eq!(stored_dictionary(&data).unwrap(), sealed);
 
     // A lost database comes back with the dictionary.
-    let config = server.config.clone();
-    let addr: std::net::SocketAddr = server.url().trim_start_matches("http://").parse().unwrap();
-    drop(server);
-    for f in ["haven.db", "haven.db-wal", "haven.db-shm"] {
-        let _ = fs::remove_file(data.join(f));
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let report = rt.block_on(haven_server::reindex(&config)).unwrap();
+    let (server, report) = server.lose_database_and_reindex();
     assert_eq!(report.dictionaries, 1, "{report:?}");
-    drop(rt);
-    let server = TestServer::start_with(&data, |c| {
-        *c = config.clone();
-        c.listen = addr;
-    });
     let answer = api_dictionary(&server.url(), &laptop);
     assert_eq!(answer.bytes().unwrap().to_vec(), sealed);
     let fresh = device(&tmp.path().join("fresh"), &server.url());

@@ -75,25 +75,11 @@ fn a_deleted_database_is_rebuilt_and_every_backup_restores() {
     let refused = rt.block_on(haven_server::reindex(&config)).unwrap_err();
     assert!(refused.to_string().contains("stop it first"), "{refused}");
     drop(rt);
-    let addr: std::net::SocketAddr = server.url().trim_start_matches("http://").parse().unwrap();
-    drop(server);
-    for f in ["haven.db", "haven.db-wal", "haven.db-shm"] {
-        let _ = fs::remove_file(data.join(f));
-    }
-
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let report = rt.block_on(haven_server::reindex(&config)).unwrap();
+    let (server, report) = server.lose_database_and_reindex();
     assert_eq!(report.accounts, 1);
     assert_eq!(report.devices, 2);
     assert_eq!(report.snapshots, 4, "{report:?}");
     assert!(report.incomplete_snapshots.is_empty(), "{report:?}");
-    drop(rt);
-
-    // The same address: the devices know the server by it.
-    let server = TestServer::start_with(&data, |c| {
-        *c = config.clone();
-        c.listen = addr;
-    });
     // The devices' sign-ins survived: no login needed.
     let list_after = dev.json(&["backups", "list", "--all", "--json"]);
     let ids = |v: &serde_json::Value| {

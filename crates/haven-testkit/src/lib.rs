@@ -71,6 +71,27 @@ impl TestServer {
         }
     }
 
+    /// Stops the server, deletes its database, rebuilds it with `reindex`
+    /// and starts the server again at the same address (devices know the
+    /// server by it).
+    pub fn lose_database_and_reindex(self) -> (Self, haven_server::journal::ReindexReport) {
+        let config = self.config.clone();
+        let data = self.data_dir.clone();
+        let addr = self.addr;
+        drop(self);
+        for f in ["haven.db", "haven.db-wal", "haven.db-shm"] {
+            let _ = std::fs::remove_file(data.join(f));
+        }
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let report = rt.block_on(haven_server::reindex(&config)).unwrap();
+        drop(rt);
+        let server = Self::start_with(&data, |c| {
+            *c = config;
+            c.listen = addr;
+        });
+        (server, report)
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
