@@ -296,13 +296,9 @@ fn backup_locked(
         opts.exclude_caches,
         &[dir.path().to_path_buf()],
     )?;
-    let keys = crate::dictionary::for_backup(
-        profile.master_key()?.keys(),
-        remote,
-        &paths,
-        &excluder,
-        &dir.path().join("dictionary-tried"),
-    )?;
+    let tried = dir.path().join("dictionary-tried");
+    let (keys, train) =
+        crate::dictionary::for_backup(profile.master_key()?.keys(), remote, &tried)?;
     let cache = Cache::new(dir.cache(), profile.account_id);
     // A run that was interrupted left its session id: continue it, so that
     // what it uploaded stays protected and counted as one run.
@@ -331,7 +327,24 @@ fn backup_locked(
         opts,
         progress,
     };
-    let mut result = run(&ctx, parent.as_ref(), false);
+    // The account's first dictionary is trained beside the run: blobs
+    // sealed once it is there use it.
+    let result = std::thread::scope(|s| {
+        if train {
+            s.spawn(|| crate::dictionary::train(&keys, remote, &paths, &excluder, &tried));
+        }
+        run_with_retries(&ctx, parent.as_ref())
+    });
+    if result.is_ok() {
+        let _ = fs::remove_file(session_file(dir));
+    }
+    result
+}
+
+/// A run, and the runs again from scratch that a server which lost data
+/// this run relied on calls for.
+fn run_with_retries(ctx: &RunContext<'_>, parent: Option<&SnapshotRecord>) -> Result<BackupReport> {
+    let mut result = run(ctx, parent, false);
     // The server no longer has blobs this run relied on: lost data of the
     // previous backup, or unreferenced data that GC collected between the
     // "missing?" answer and the commit (the commit is refused then, never
@@ -346,14 +359,11 @@ fn backup_locked(
                 tracing::warn!(
                     "the server is missing data this backup relies on; reading every file again"
                 );
-                let p = if last_resort { None } else { parent.as_ref() };
-                result = run(&ctx, p, true);
+                let p = if last_resort { None } else { parent };
+                result = run(ctx, p, true);
             }
             _ => break,
         }
-    }
-    if result.is_ok() {
-        let _ = fs::remove_file(session_file(dir));
     }
     result
 }

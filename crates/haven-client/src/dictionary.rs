@@ -2,7 +2,8 @@
 //!
 //! Backups and restores ask the server for it before they seal or open a
 //! blob. The first backup of an account with enough small files trains
-//! one from a sample of them and offers it; the server keeps the first
+//! one from a sample of them while it starts on its files, and offers it;
+//! blobs sealed after it is in use it. The server keeps the first
 //! offered, so devices that train at the same time all end up with the
 //! same one. A server from before dictionaries, or a dictionary that does
 //! not open, leaves the device storing as it did without: a backup never
@@ -53,29 +54,36 @@ pub fn for_reading(keys: Keys, remote: &dyn Remote) -> Result<Keys> {
     }
 }
 
-/// Like [`for_reading`], and when the account has no dictionary yet,
-/// trains one on a sample of the small files under `paths` and offers it.
-/// `tried` is a file whose time records a try that found too few small
-/// files; the next try waits [`RETRY_AFTER`] after it.
-pub fn for_backup(
-    keys: Keys,
+/// What a backup starts with: the account's keys, with its dictionary if it
+/// has one, and whether this backup should [`train`] one. `tried` is a
+/// file whose time records a try that found too few small files; the next
+/// try waits [`RETRY_AFTER`] after it.
+pub fn for_backup(keys: Keys, remote: &dyn Remote, tried: &Path) -> Result<(Keys, bool)> {
+    match remote.dictionary() {
+        Ok(Some(sealed)) => Ok((opened(keys, &sealed), false)),
+        Ok(None) => {
+            let recently = fs::metadata(tried)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < RETRY_AFTER));
+            Ok((keys, !recently))
+        }
+        Err(e) if e.code() == ErrorCode::NotFound => Ok((keys, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Trains a dictionary on a sample of the small files under `paths`,
+/// offers it to the server and gives `keys` the one the server keeps. It
+/// runs beside the backup, whose blobs use the dictionary from then on,
+/// and never fails it: what goes wrong is logged, and the next backup
+/// tries again.
+pub fn train(
+    keys: &Keys,
     remote: &dyn Remote,
     paths: &[PathBuf],
     excluder: &Excluder,
     tried: &Path,
-) -> Result<Keys> {
-    match remote.dictionary() {
-        Ok(Some(sealed)) => return Ok(opened(keys, &sealed)),
-        Ok(None) => {}
-        Err(e) if e.code() == ErrorCode::NotFound => return Ok(keys),
-        Err(e) => return Err(e),
-    }
-    let recently = fs::metadata(tried)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < RETRY_AFTER));
-    if recently {
-        return Ok(keys);
-    }
+) {
     let started = std::time::Instant::now();
     let samples = sample(paths, excluder);
     let sampled = started.elapsed();
@@ -88,10 +96,10 @@ pub fn for_backup(
         );
         // Only a hint: without it, the next backup walks again.
         let _ = fs::write(tried, b"");
-        return Ok(keys);
+        return;
     }
     let Some(dict) = Dictionary::train(&samples) else {
-        return Ok(keys);
+        return;
     };
     tracing::debug!(
         files = samples.len(),
@@ -101,25 +109,37 @@ pub fn for_backup(
         ms = started.elapsed().as_millis() as u64,
         "trained the account's compression dictionary"
     );
-    match remote.set_dictionary(dict.seal(&keys)) {
-        Ok(sealed) => Ok(opened(keys, &sealed)),
-        Err(e) if e.code() == ErrorCode::NotFound => Ok(keys),
-        Err(e) => Err(e),
+    match remote.set_dictionary(dict.seal(keys)) {
+        Ok(sealed) => {
+            if let Some(d) = open(keys, &sealed) {
+                keys.set_dictionary(d);
+            }
+        }
+        Err(e) if e.code() == ErrorCode::NotFound => {}
+        Err(e) => tracing::warn!(
+            "the compression dictionary could not be stored on the server ({e}); \
+             the next backup tries again"
+        ),
     }
 }
 
 fn opened(keys: Keys, sealed: &[u8]) -> Keys {
-    match Dictionary::open(&keys, sealed) {
-        Ok(d) => keys.with_dictionary(d),
-        Err(e) => {
+    match open(&keys, sealed) {
+        Some(d) => keys.with_dictionary(d),
+        None => keys,
+    }
+}
+
+fn open(keys: &Keys, sealed: &[u8]) -> Option<Dictionary> {
+    Dictionary::open(keys, sealed)
+        .inspect_err(|e| {
             tracing::warn!(
                 "the account's compression dictionary on the server does not open ({e}); \
                  this device compresses without it, and cannot restore files stored with it until \
                  the server hands out an intact copy"
-            );
-            keys
-        }
-    }
+            )
+        })
+        .ok()
 }
 
 /// Reads up to [`SAMPLE_FILES`] small files chosen at random over the

@@ -448,6 +448,28 @@ mod tests {
     }
 
     #[test]
+    fn a_dictionary_set_later_reaches_every_clone_once() {
+        let samples = crate::dict::tests::samples(400);
+        let dict = Dictionary::train(&samples[..300]).expect("trained");
+        let k = keys();
+        let sealing_thread = k.clone();
+        let file = &samples[350];
+        let id = blob_id(&k, BlobKind::Data, file);
+        let before = seal(&sealing_thread, BlobKind::Data, &id, file, 3).expect("seal");
+        assert!(k.set_dictionary(dict.clone()));
+        let other = Dictionary::train(&samples[100..]).expect("trained");
+        assert!(!k.set_dictionary(other), "the first one stays");
+        assert_eq!(sealing_thread.dictionary(), Some(&dict));
+        let after = seal(&sealing_thread, BlobKind::Data, &id, file, 3).expect("seal");
+        assert!(after.len() < before.len());
+        assert_eq!(
+            open(&MasterKey([7u8; 32]).keys(), BlobKind::Data, &id, &after),
+            Err(FormatError::MissingDictionary { id: dict.id() })
+        );
+        assert_eq!(open(&k, BlobKind::Data, &id, &after).expect("open"), *file);
+    }
+
+    #[test]
     fn wrong_kind_id_or_key_is_rejected() {
         let k = keys();
         let data = b"some file content".to_vec();

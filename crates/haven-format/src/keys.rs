@@ -11,7 +11,7 @@
 //!                     └─ derive "chunker"  ──▶ FastCDC gear seed
 //! ```
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -314,7 +314,7 @@ impl MasterKey {
             seal_key: blake3::derive_key(CTX_BLOB_SEAL, &self.0),
             // fastcdc treats 0 as "unseeded"; never hand it that.
             chunker_seed: u64::from_le_bytes(s8).max(1),
-            dictionary: None,
+            dictionary: Arc::default(),
         }
     }
 }
@@ -328,20 +328,32 @@ pub struct Keys {
     pub(crate) seal_key: [u8; 32],
     /// Seed of the FastCDC gear table.
     pub chunker_seed: u64,
-    pub(crate) dictionary: Option<Arc<Dictionary>>,
+    /// Shared by clones, so that a dictionary that arrives while a backup
+    /// runs reaches every thread sealing blobs.
+    pub(crate) dictionary: Arc<OnceLock<Dictionary>>,
 }
 
 impl Keys {
     /// These keys with the account's compression dictionary: small data
     /// blobs are sealed with it, and blobs that name it can be opened.
-    pub fn with_dictionary(mut self, dictionary: Dictionary) -> Self {
-        self.dictionary = Some(Arc::new(dictionary));
-        self
+    pub fn with_dictionary(self, dictionary: Dictionary) -> Self {
+        Keys {
+            dictionary: Arc::new(OnceLock::from(dictionary)),
+            ..self
+        }
+    }
+
+    /// Gives these keys, and every clone of them, the account's compression
+    /// dictionary unless they have one; `false` if they had. Blobs sealed
+    /// from then on use it: a backup seals its first files while the
+    /// dictionary is trained.
+    pub fn set_dictionary(&self, dictionary: Dictionary) -> bool {
+        self.dictionary.set(dictionary).is_ok()
     }
 
     /// The account's compression dictionary, if these keys have it.
     pub fn dictionary(&self) -> Option<&Dictionary> {
-        self.dictionary.as_deref()
+        self.dictionary.get()
     }
 }
 
