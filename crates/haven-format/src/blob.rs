@@ -285,18 +285,13 @@ fn seal_body(
 /// Checks the framing a server can check without keys: version byte and
 /// minimum length. Returns the problem, if any.
 pub fn check_sealed_framing(sealed: &[u8]) -> Result<(), FormatError> {
-    if sealed.len() < SEAL_OVERHEAD || sealed.len() > MAX_SEALED_BLOB {
-        return Err(FormatError::Length {
-            what: "sealed blob",
-        });
-    }
-    if sealed[0] != BLOB_VERSION {
-        return Err(FormatError::Version {
-            what: "sealed blob",
-            found: sealed[0],
-        });
-    }
-    Ok(())
+    xaead::check_framing(
+        sealed,
+        "sealed blob",
+        BLOB_VERSION,
+        SEAL_OVERHEAD,
+        MAX_SEALED_BLOB,
+    )
 }
 
 /// Opens a sealed blob: authenticates it against its id and kind,

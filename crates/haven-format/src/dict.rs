@@ -116,18 +116,13 @@ impl Dictionary {
 /// Checks what a server can check of a sealed dictionary without the key:
 /// version byte and length.
 pub fn check_sealed_framing(sealed: &[u8]) -> Result<(), FormatError> {
-    if sealed.len() < 1 + 24 + xaead::TAG_LEN || sealed.len() > MAX_SEALED_DICTIONARY {
-        return Err(FormatError::Length {
-            what: "sealed compression dictionary",
-        });
-    }
-    if sealed[0] != DICTIONARY_VERSION {
-        return Err(FormatError::Version {
-            what: "sealed compression dictionary",
-            found: sealed[0],
-        });
-    }
-    Ok(())
+    xaead::check_framing(
+        sealed,
+        "sealed compression dictionary",
+        DICTIONARY_VERSION,
+        1 + 24 + xaead::TAG_LEN,
+        MAX_SEALED_DICTIONARY,
+    )
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use chacha20::cipher::consts::U10;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use ring::error::Unspecified;
 
+use crate::FormatError;
+
 /// Bytes of the authentication tag.
 pub const TAG_LEN: usize = 16;
 
@@ -22,6 +24,29 @@ fn key(key: &[u8; 32], nonce: &[u8; 24]) -> (LessSafeKey, Nonce) {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(&nonce[16..]);
     (LessSafeKey::new(unbound), Nonce::assume_unique_for_key(n))
+}
+
+/// Checks what can be checked of a sealed envelope (`version(1) |
+/// nonce(24) | ciphertext | tag`, the layout of sealed blobs and sealed
+/// dictionaries) without the key: its version byte and that its length is
+/// within `min..=max`.
+pub(crate) fn check_framing(
+    sealed: &[u8],
+    what: &'static str,
+    version: u8,
+    min: usize,
+    max: usize,
+) -> Result<(), FormatError> {
+    if sealed.len() < min || sealed.len() > max {
+        return Err(FormatError::Length { what });
+    }
+    if sealed[0] != version {
+        return Err(FormatError::Version {
+            what,
+            found: sealed[0],
+        });
+    }
+    Ok(())
 }
 
 /// Encrypts `buf` in place and returns the tag.
