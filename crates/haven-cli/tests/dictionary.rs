@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use haven_testkit::tree::{assert_same_tree, copy_tree, populate, text};
+use haven_testkit::tree::{assert_same_tree, copy_tree, noise, populate, text};
 use haven_testkit::{Device, TestServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_haven");
@@ -58,14 +58,14 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
     let first = laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
     let keep_first = tmp.path().join("keep-first");
     copy_tree(&src, &keep_first);
-    assert_eq!(stored_dictionary(&data), None);
+    assert!(stored_dictionary(&data).is_none(), "no dictionary yet");
     assert_eq!(api_dictionary(&server.url(), &laptop).status(), 204);
 
     // The try is remembered: a day passes before the next one walks the
     // selection again.
     small_files(&src, 0);
     laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
-    assert_eq!(stored_dictionary(&data), None);
+    assert!(stored_dictionary(&data).is_none(), "no dictionary yet");
     let tried = laptop.config_dir.join("dictionary-tried");
     let day_ago = filetime::FileTime::from_unix_time(
         filetime::FileTime::now().unix_seconds() - 24 * 3600 - 60,
@@ -152,4 +152,33 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
         "--json",
     ]);
     assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+}
+
+#[test]
+fn files_a_dictionary_would_not_shrink_get_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let server = TestServer::start(&data);
+    let dev = device(&tmp.path().join("dev"), &server.url());
+    dev.signup("rand@example.org", "laptop");
+    // Random bytes: zstd stores them raw with or without a dictionary.
+    let src = tmp.path().join("home");
+    for d in 0..8u64 {
+        let dir = src.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..40u64 {
+            let seed = d * 100 + f;
+            fs::write(
+                dir.join(format!("{f}.bin")),
+                noise(1000 + (seed as usize * 37) % 7000, seed),
+            )
+            .unwrap();
+        }
+    }
+    dev.json(&["backup", src.to_str().unwrap(), "--json"]);
+    assert!(stored_dictionary(&data).is_none(), "no dictionary yet");
+    assert!(
+        dev.config_dir.join("dictionary-tried").exists(),
+        "the try is remembered"
+    );
 }

@@ -331,7 +331,10 @@ fn backup_locked(
     // sealed once it is there use it.
     let result = std::thread::scope(|s| {
         if train {
-            s.spawn(|| crate::dictionary::train(&keys, remote, &paths, &excluder, &tried));
+            s.spawn(|| {
+                let level = opts.compression_level;
+                crate::dictionary::train(&keys, remote, &paths, &excluder, level, &tried)
+            });
         }
         run_with_retries(&ctx, parent.as_ref())
     });
