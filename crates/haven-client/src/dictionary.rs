@@ -2,8 +2,9 @@
 //!
 //! Backups and restores ask the server for it before they seal or open a
 //! blob. The first backup of an account with enough small files trains
-//! one from a sample of them while it starts on its files, and offers it;
-//! blobs sealed after it is in use it. The server keeps the first
+//! one from a sample of them while it starts on its files, and offers it
+//! if it stores other small files of the selection enough smaller; blobs
+//! sealed after it is in use it. The server keeps the first
 //! offered, so devices that train at the same time all end up with the
 //! same one. A server from before dictionaries, or a dictionary that does
 //! not open, leaves the device storing as it did without: a backup never
@@ -38,8 +39,9 @@ const MIN_SAVING_PER_MILLE: u64 = 30;
 /// Files picked before their sizes are looked at: the walk reads
 /// directories only, and only these are asked for their size.
 const CANDIDATES: usize = 4 * (SAMPLE_FILES + HELD_OUT);
-/// After a selection with too few small files, the next try waits this
-/// long: the walk is not worth repeating at every backup.
+/// After a try that found too few small files, or a dictionary that did
+/// not earn its time, the next try waits this long: the walk is not worth
+/// repeating at every backup.
 const RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// Fewer files than this, or fewer bytes, are too little to train on: the
 /// account gets its dictionary at a later backup that has more.
