@@ -15,9 +15,10 @@ fn device(dir: &Path, url: &str) -> Device {
     Device::new(Path::new(BIN), dir, url, "correct horse battery")
 }
 
-/// 320 small text files over 8 directories, as a source tree has; `set`
-/// picks other directories and content.
-fn small_files(root: &Path, set: u64) {
+/// 320 small files of 1–8 KB over 8 directories, as a source tree has,
+/// made by `content(length, seed)`; `set` picks other directories and
+/// content.
+fn small_files(root: &Path, set: u64, content: fn(usize, u64) -> Vec<u8>) {
     for d in set * 8..set * 8 + 8 {
         let dir = root.join(format!("src/module{d}"));
         fs::create_dir_all(&dir).unwrap();
@@ -25,7 +26,7 @@ fn small_files(root: &Path, set: u64) {
             let seed = d * 100 + f;
             fs::write(
                 dir.join(format!("file{f}.rs")),
-                text(1000 + (seed as usize * 37) % 7000, seed),
+                content(1000 + (seed as usize * 37) % 7000, seed),
             )
             .unwrap();
         }
@@ -63,7 +64,7 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
 
     // The try is remembered: a day passes before the next one walks the
     // selection again.
-    small_files(&src, 0);
+    small_files(&src, 0, text);
     laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
     assert!(stored_dictionary(&data).is_none(), "no dictionary yet");
     let tried = laptop.config_dir.join("dictionary-tried");
@@ -77,7 +78,7 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
     // backup after it seals new small files with it.
     laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
     let sealed = stored_dictionary(&data).expect("the dictionary's copy");
-    small_files(&src, 1);
+    small_files(&src, 1, text);
     let second = laptop.json(&["backup", src.to_str().unwrap(), "--json"]);
     let answer = api_dictionary(&server.url(), &laptop);
     assert_eq!(answer.status(), 200);
@@ -131,7 +132,7 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
 
     // The phone's own first backup keeps the account's dictionary.
     let phone_src = tmp.path().join("phone-home");
-    small_files(&phone_src, 2);
+    small_files(&phone_src, 2, text);
     phone.json(&["backup", phone_src.to_str().unwrap(), "--json"]);
     assert_eq!(stored_dictionary(&data).unwrap(), sealed);
 
@@ -163,18 +164,7 @@ fn files_a_dictionary_would_not_shrink_get_none() {
     dev.signup("rand@example.org", "laptop");
     // Random bytes: zstd stores them raw with or without a dictionary.
     let src = tmp.path().join("home");
-    for d in 0..8u64 {
-        let dir = src.join(format!("d{d}"));
-        fs::create_dir_all(&dir).unwrap();
-        for f in 0..40u64 {
-            let seed = d * 100 + f;
-            fs::write(
-                dir.join(format!("{f}.bin")),
-                noise(1000 + (seed as usize * 37) % 7000, seed),
-            )
-            .unwrap();
-        }
-    }
+    small_files(&src, 0, noise);
     dev.json(&["backup", src.to_str().unwrap(), "--json"]);
     assert!(stored_dictionary(&data).is_none(), "no dictionary yet");
     assert!(
