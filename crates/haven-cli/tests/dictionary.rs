@@ -7,7 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use haven_testkit::tree::{assert_same_tree, copy_tree, noise, populate, text};
-use haven_testkit::{Device, TestServer};
+use haven_testkit::{Device, signed_up};
 
 const BIN: &str = env!("CARGO_BIN_EXE_haven");
 
@@ -47,11 +47,8 @@ fn api_dictionary(url: &str, dev: &Device) -> reqwest::blocking::Response {
 
 #[test]
 fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_uses() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let server = TestServer::start(&data);
-    let laptop = device(&tmp.path().join("laptop"), &server.url());
-    laptop.signup("dee@example.org", "laptop");
+    let (tmp, server, laptop) = signed_up(Path::new(BIN), "dee@example.org");
+    let data = server.data_dir.clone();
 
     // Ten files are too few to learn from: no dictionary yet.
     let src = tmp.path().join("home");
@@ -121,7 +118,7 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
             "restore",
             id.as_str().unwrap(),
             "--device",
-            "laptop",
+            "d",
             "--to",
             out.to_str().unwrap(),
             "--json",
@@ -142,7 +139,7 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
     let answer = api_dictionary(&server.url(), &laptop);
     assert_eq!(answer.bytes().unwrap().to_vec(), sealed);
     let fresh = device(&tmp.path().join("fresh"), &server.url());
-    fresh.login("dee@example.org", "laptop");
+    fresh.login("dee@example.org", "d");
     let out = tmp.path().join("after-reindex");
     // By id: the backups were taken within the same second.
     fresh.json(&[
@@ -157,16 +154,15 @@ fn the_first_backup_with_enough_small_files_trains_the_dictionary_every_device_u
 
 #[test]
 fn files_a_dictionary_would_not_shrink_get_none() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let server = TestServer::start(&data);
-    let dev = device(&tmp.path().join("dev"), &server.url());
-    dev.signup("rand@example.org", "laptop");
+    let (tmp, server, dev) = signed_up(Path::new(BIN), "rand@example.org");
     // Random bytes: zstd stores them raw with or without a dictionary.
     let src = tmp.path().join("home");
     small_files(&src, 0, noise);
     dev.json(&["backup", src.to_str().unwrap(), "--json"]);
-    assert!(stored_dictionary(&data).is_none(), "no dictionary yet");
+    assert!(
+        stored_dictionary(&server.data_dir).is_none(),
+        "no dictionary yet"
+    );
     assert!(
         dev.config_dir.join("dictionary-tried").exists(),
         "the try is remembered"

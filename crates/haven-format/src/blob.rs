@@ -223,6 +223,20 @@ fn compress_with(plaintext: &[u8], level: i32, dict: &Dictionary) -> Option<Vec<
     })
 }
 
+/// The compressed body [`seal`] keeps for `plaintext`, or `None` when it
+/// stores it raw: level 0, under 64 bytes, incompressible by its samples,
+/// or compressed by less than 1/32 of its size.
+fn compressed(plaintext: &[u8], level: i32, dict: Option<&Dictionary>) -> Option<Vec<u8>> {
+    if level == 0 || plaintext.len() < 64 || incompressible(plaintext, level) {
+        return None;
+    }
+    match dict {
+        Some(d) => compress_with(plaintext, level, d),
+        None => compress(plaintext, level),
+    }
+    .filter(|c| c.len() + plaintext.len() / 32 < plaintext.len())
+}
+
 /// Seals a plaintext whose id the caller already computed with
 /// [`blob_id`]. `zstd_level` 0 stores raw; otherwise the body is zstd unless
 /// that saves less than 1/32 of the size. Data blobs under
@@ -243,16 +257,7 @@ pub fn seal(
     let dict = keys
         .dictionary()
         .filter(|_| kind == BlobKind::Data && plaintext.len() < SMALL_BLOB);
-    let compressed =
-        if zstd_level != 0 && plaintext.len() >= 64 && !incompressible(plaintext, zstd_level) {
-            match dict {
-                Some(d) => compress_with(plaintext, zstd_level, d),
-                None => compress(plaintext, zstd_level),
-            }
-            .filter(|c| c.len() + plaintext.len() / 32 < plaintext.len())
-        } else {
-            None
-        };
+    let compressed = compressed(plaintext, zstd_level, dict);
     let (codec, body) = match (&compressed, dict) {
         (Some(c), Some(_)) => (CODEC_ZSTD_DICT, c.as_slice()),
         (Some(c), None) => (CODEC_ZSTD, c.as_slice()),
@@ -270,16 +275,10 @@ pub fn stored_without_and_with<S: AsRef<[u8]>>(
     level: i32,
     dict: &Dictionary,
 ) -> (u64, u64) {
-    let kept = |p: &[u8], c: Option<Vec<u8>>| match c {
-        Some(c) if c.len() + p.len() / 32 < p.len() => c.len() as u64,
-        _ => p.len() as u64,
-    };
+    let stored = |p: &[u8], dict| compressed(p, level, dict).map_or(p.len(), |c| c.len()) as u64;
     plaintexts.iter().fold((0, 0), |(without, with), p| {
         let p = p.as_ref();
-        (
-            without + kept(p, compress(p, level)),
-            with + kept(p, compress_with(p, level, dict)),
-        )
+        (without + stored(p, None), with + stored(p, Some(dict)))
     })
 }
 

@@ -564,7 +564,8 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
         let value = objects.get(&key).await?;
         state.meta.setting_init(&name, &value).await?;
     }
-    let account_keys = objects.list("meta/accounts/").await?;
+    let account_keys: BTreeSet<String> =
+        objects.list("meta/accounts/").await?.into_iter().collect();
     for key in account_keys.iter().filter(|k| k.ends_with(".json")) {
         let d: AccountDoc = parse(key, &objects.get(key).await?)?;
         state
