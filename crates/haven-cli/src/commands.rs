@@ -11,7 +11,53 @@ use haven_proto::{ErrorCode, SnapshotRecord};
 use serde_json::json;
 
 use crate::output::{confirm, human_bytes, password, print_json, progress_bar};
-use crate::{BackupsCommand, Command};
+use crate::{AccountArgs, BackupsCommand, Command, DevicesCommand};
+
+/// How to reach the server given at sign-in: `--ca-cert`'s contents and
+/// `--allow-insecure-http`.
+fn transport(a: &AccountArgs) -> Result<haven_client::http::Transport> {
+    let ca_pem = match &a.ca_cert {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| ClientError::io("read the CA certificate", p, e))?,
+        ),
+        None => None,
+    };
+    Ok(haven_client::http::Transport {
+        ca_pem,
+        allow_insecure_http: a.allow_insecure_http,
+    })
+}
+
+/// Runs `op`; if the server answers that it needs the password (it deletes
+/// or weakens backups), proves the password and runs it once more. The
+/// password comes from `file`, `HAVEN_PASSWORD` or the terminal; with none
+/// of them, `op` has changed nothing and the error says so.
+pub fn with_password<T>(
+    profile: &Profile,
+    remote: &HttpRemote,
+    file: Option<&std::path::Path>,
+    json: bool,
+    op: impl Fn() -> Result<T>,
+) -> Result<T> {
+    match op() {
+        Err(e) if e.code() == ErrorCode::PasswordRequired => {
+            let pw = password(file, "Account password (to confirm): ", false, json).map_err(|p| {
+                if p.code() != ErrorCode::ConfirmationNeeded {
+                    return p;
+                }
+                ClientError::new(
+                    ErrorCode::PasswordRequired,
+                    "This deletes or weakens the account's backups, so it needs the account's password, and there is no terminal to ask for it. Nothing was changed.",
+                )
+                .fix("Run it in a terminal, or give the password with HAVEN_PASSWORD or --password-file FILE.")
+            })?;
+            account::confirm_password(profile, remote, &pw)?;
+            op()
+        }
+        other => other,
+    }
+}
 
 pub fn wants_json(c: &Command) -> bool {
     match c {
@@ -20,7 +66,8 @@ pub fn wants_json(c: &Command) -> bool {
         | Command::Recover { account, .. } => account.json,
         Command::Backup { json, .. }
         | Command::Restore { json, .. }
-        | Command::Devices { json }
+        | Command::Devices { json, .. }
+        | Command::Password { json, .. }
         | Command::Storage { json }
         | Command::Categories { json, .. }
         | Command::Plan { json, .. }
@@ -76,6 +123,7 @@ pub fn run(command: Command) -> Result<u8> {
                 &pw,
                 &device_name(device),
                 invite.as_deref(),
+                &transport(&a)?,
             )?;
             if a.json {
                 print_json(&json!({
@@ -104,8 +152,14 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Login { account: a, device } => {
             let dir = ConfigDir::from_env()?;
             let pw = password(a.password_file.as_deref(), "Password: ", false, a.json)?;
-            let (p, existing) =
-                account::login(&dir, &a.server, &a.email, &pw, &device_name(device))?;
+            let (p, existing) = account::login(
+                &dir,
+                &a.server,
+                &a.email,
+                &pw,
+                &device_name(device),
+                &transport(&a)?,
+            )?;
             if a.json {
                 print_json(
                     &json!({"account_id": p.account_id, "email": p.email, "device": p.device, "server": p.server, "existing_device": existing}),
@@ -125,7 +179,7 @@ pub fn run(command: Command) -> Result<u8> {
             recovery_key,
         } => {
             let pw = password(a.password_file.as_deref(), "New password: ", true, a.json)?;
-            account::recover(&a.server, &a.email, &recovery_key, &pw)?;
+            account::recover(&a.server, &a.email, &recovery_key, &pw, &transport(&a)?)?;
             if a.json {
                 print_json(&json!({"password_changed": true}));
             } else {
@@ -146,9 +200,14 @@ pub fn run(command: Command) -> Result<u8> {
         Command::Categories {
             command,
             device,
+            password_file,
             json,
-        } => crate::status::categories(command, device, json),
-        Command::Plan { command, json } => crate::status::plan(command, json),
+        } => crate::status::categories(command, device, password_file, json),
+        Command::Plan {
+            command,
+            password_file,
+            json,
+        } => crate::status::plan(command, password_file, json),
         Command::Status { json } => crate::status::status(json),
         Command::Agent {
             command,
@@ -316,7 +375,13 @@ pub fn run(command: Command) -> Result<u8> {
             command: BackupsCommand::List { device, all, json },
         } => list(device, all, json),
         Command::Backups {
-            command: BackupsCommand::Delete { id, yes, json },
+            command:
+                BackupsCommand::Delete {
+                    id,
+                    yes,
+                    password_file,
+                    json,
+                },
         } => {
             let (_, profile, remote) = signed_in()?;
             let snap = resolve(&remote, &profile, &id, None)?;
@@ -332,7 +397,9 @@ pub fn run(command: Command) -> Result<u8> {
                 println!("Nothing was deleted.");
                 return Ok(1);
             }
-            remote.delete_snapshot(&snap.id)?;
+            with_password(&profile, &remote, password_file.as_deref(), json, || {
+                remote.delete_snapshot(&snap.id)
+            })?;
             if json {
                 print_json(&json!({"deleted": snap.id}));
             } else {
@@ -349,28 +416,111 @@ pub fn run(command: Command) -> Result<u8> {
             json,
         } => restore(id, to, device, overwrite, paths, json),
         Command::Storage { json } => storage(json),
-        Command::Devices { json } => {
-            let (_, profile, remote) = signed_in()?;
-            let devs = remote.devices()?;
-            if json {
-                print_json(&devs);
+        Command::Devices {
+            command,
+            password_file,
+            json,
+        } => devices(command, password_file, json),
+        Command::Password {
+            password_file,
+            new_password_file,
+            keep_other_devices,
+            json,
+        } => change_password(password_file, new_password_file, keep_other_devices, json),
+    }
+}
+
+fn devices(
+    command: Option<DevicesCommand>,
+    password_file: Option<std::path::PathBuf>,
+    json: bool,
+) -> Result<u8> {
+    let (_, profile, remote) = signed_in()?;
+    if let Some(DevicesCommand::Remove { name, yes }) = command {
+        let q = if name == profile.device {
+            format!("Sign this device ({name:?}) out? It stops backing up until it signs in again.")
+        } else {
+            format!(
+                "Sign the device {name:?} out? It stops backing up until it signs in again with the password."
+            )
+        };
+        if !confirm(&q, yes, json)? {
+            println!("Nothing was changed.");
+            return Ok(1);
+        }
+        let d = with_password(&profile, &remote, password_file.as_deref(), json, || {
+            remote.remove_device(&name)
+        })?;
+        if json {
+            print_json(&d);
+        } else {
+            println!(
+                "{} is signed out: its sign-in no longer works. Its backups stay; it can sign in again with `haven login` and the password.",
+                d.name
+            );
+        }
+        return Ok(0);
+    }
+    let devs = remote.devices()?;
+    if json {
+        print_json(&devs);
+        return Ok(0);
+    }
+    for d in devs {
+        let me = if d.id == profile.device_id {
+            " (this device)"
+        } else {
+            ""
+        };
+        println!(
+            "{}{me}: {}, last seen {}, last backup {}",
+            d.name,
+            if d.signed_in {
+                "signed in"
             } else {
-                for d in devs {
-                    let me = if d.id == profile.device_id {
-                        " (this device)"
-                    } else {
-                        ""
-                    };
-                    println!(
-                        "{}{me}: last backup {}",
-                        d.name,
-                        d.last_backup.as_deref().unwrap_or("never")
-                    );
-                }
-            }
-            Ok(0)
+                "signed out"
+            },
+            d.last_seen.as_deref().unwrap_or("never"),
+            d.last_backup.as_deref().unwrap_or("never")
+        );
+    }
+    Ok(0)
+}
+
+fn change_password(
+    password_file: Option<std::path::PathBuf>,
+    new_password_file: Option<std::path::PathBuf>,
+    keep_other_devices: bool,
+    json: bool,
+) -> Result<u8> {
+    let (_, profile, remote) = signed_in()?;
+    let current = password(password_file.as_deref(), "Current password: ", false, json)?;
+    let new = match (&new_password_file, std::env::var("HAVEN_NEW_PASSWORD")) {
+        (Some(f), _) => password(Some(f), "", false, json)?,
+        (None, Ok(p)) => p,
+        (None, Err(_)) => {
+            // The prompt, never HAVEN_PASSWORD (that is the current one).
+            crate::output::prompt_password("New password: ", true, json)?
+        }
+    };
+    account::confirm_password(&profile, &remote, &current)?;
+    let signed_out = account::change_password(&profile, &remote, &new, !keep_other_devices)?;
+    if json {
+        print_json(&json!({"password_changed": true, "signed_out_devices": signed_out}));
+    } else {
+        println!(
+            "The password of {} was changed. The recovery key stays valid.",
+            profile.email
+        );
+        if keep_other_devices {
+            println!("The other devices stay signed in.");
+        } else {
+            println!(
+                "{signed_out} other device sign-ins were ended: sign each device in again with `haven login`."
+            );
         }
     }
+    Ok(0)
 }
 
 pub fn short(id: &str) -> &str {

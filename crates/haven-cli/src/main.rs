@@ -29,6 +29,14 @@ pub struct AccountArgs {
     /// Read the password from this file instead of a prompt or HAVEN_PASSWORD.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// Trust this CA certificate (PEM) for the server besides the system's
+    /// roots; remembered for this device.
+    #[arg(long, env = "HAVEN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Send the key derived from the password over plain HTTP to a host
+    /// that is not this machine (only on a network you fully trust).
+    #[arg(long)]
+    pub allow_insecure_http: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -167,6 +175,9 @@ pub enum Command {
         /// Another device's categories.
         #[arg(long, global = true)]
         device: Option<String>,
+        /// Read the account's password from this file (switching off needs it).
+        #[arg(long, global = true)]
+        password_file: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long, global = true)]
         json: bool,
@@ -175,6 +186,9 @@ pub enum Command {
     Plan {
         #[command(subcommand)]
         command: Option<PlanCommand>,
+        /// Read the account's password from this file (a smaller plan needs it).
+        #[arg(long, global = true)]
+        password_file: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long, global = true)]
         json: bool,
@@ -185,8 +199,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the account's devices.
+    /// List the account's devices, or sign one out.
     Devices {
+        #[command(subcommand)]
+        command: Option<DevicesCommand>,
+        /// Read the account's password from this file (removing needs it).
+        #[arg(long, global = true)]
+        password_file: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Change the account's password. The recovery key stays valid; every
+    /// other device is signed out unless --keep-other-devices.
+    Password {
+        /// Read the current password from this file (or HAVEN_PASSWORD).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Read the new password from this file (or HAVEN_NEW_PASSWORD).
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+        /// Leave the other devices signed in.
+        #[arg(long)]
+        keep_other_devices: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -248,9 +283,26 @@ pub enum BackupsCommand {
         /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Read the account's password from this file (deleting needs it).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DevicesCommand {
+    /// List the account's devices: last seen, last backup, signed in or not.
+    List,
+    /// Sign a device out at once (a lost or stolen one); needs the password.
+    Remove {
+        /// The device's name, as `haven devices` lists it.
+        name: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
 }
 

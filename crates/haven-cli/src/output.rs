@@ -67,12 +67,17 @@ pub fn password(
     if let Ok(p) = std::env::var("HAVEN_PASSWORD") {
         return Ok(p);
     }
+    prompt_password(prompt, confirm, json)
+}
+
+/// Asks for a password on the terminal (twice with `confirm`).
+pub fn prompt_password(prompt: &str, confirm: bool, json: bool) -> Result<String, ClientError> {
     if json || !interactive() {
         return Err(ClientError::new(
             ErrorCode::ConfirmationNeeded,
             "A password is needed and there is no terminal to ask for it.",
         )
-        .fix("Set HAVEN_PASSWORD, or pass --password-file FILE."));
+        .fix("Set HAVEN_PASSWORD (HAVEN_NEW_PASSWORD for `haven password`'s new one), or pass --password-file FILE."));
     }
     let read = |p: &str| {
         rpassword::prompt_password(p).map_err(|e| {

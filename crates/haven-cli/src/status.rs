@@ -12,9 +12,10 @@ use crate::{CategoriesCommand, PlanCommand};
 pub fn categories(
     command: Option<CategoriesCommand>,
     device: Option<String>,
+    password_file: Option<std::path::PathBuf>,
     json: bool,
 ) -> Result<u8> {
-    let (_, _, remote) = signed_in()?;
+    let (_, profile, remote) = signed_in()?;
     let list = match command.unwrap_or(CategoriesCommand::List) {
         CategoriesCommand::List => remote.categories(device.as_deref())?,
         CategoriesCommand::On { name } | CategoriesCommand::Off { name } if name.is_empty() => {
@@ -43,7 +44,13 @@ pub fn categories(
                     format!("Categories: {}.", names.join(", "))
                 }));
             };
-            let list = remote.set_category(&exact.name, on, device.as_deref())?;
+            let list = crate::commands::with_password(
+                &profile,
+                &remote,
+                password_file.as_deref(),
+                json,
+                || remote.set_category(&exact.name, on, device.as_deref()),
+            )?;
             if !json {
                 println!(
                     "{} is {} for {}.",
@@ -93,10 +100,16 @@ pub fn categories(
     Ok(0)
 }
 
-pub fn plan(command: Option<PlanCommand>, json: bool) -> Result<u8> {
-    let (_, _, remote) = signed_in()?;
+pub fn plan(
+    command: Option<PlanCommand>,
+    password_file: Option<std::path::PathBuf>,
+    json: bool,
+) -> Result<u8> {
+    let (_, profile, remote) = signed_in()?;
     if let Some(PlanCommand::Set { name }) = &command {
-        remote.set_plan(name)?;
+        crate::commands::with_password(&profile, &remote, password_file.as_deref(), json, || {
+            remote.set_plan(name)
+        })?;
         if !json {
             println!("Your account is now on the plan {name}.");
         }

@@ -8,6 +8,7 @@ use haven_format::keys::{
 };
 use haven_proto::*;
 
+use crate::http::Transport;
 use crate::profile::{ConfigDir, Profile};
 use crate::{ClientError, HttpRemote, Result};
 
@@ -48,6 +49,7 @@ fn save(
     email: &str,
     r: &LoginResponse,
     mk: &MasterKey,
+    transport: &Transport,
 ) -> Result<Profile> {
     let profile = Profile {
         server: server.trim_end_matches('/').to_string(),
@@ -57,6 +59,8 @@ fn save(
         device: r.device.clone(),
         token: r.token.clone(),
         master_key: mk.to_hex(),
+        ca_cert: transport.ca_pem.clone(),
+        allow_insecure_http: transport.allow_insecure_http,
     };
     dir.save_profile(&profile)?;
     Ok(profile)
@@ -77,9 +81,11 @@ pub fn signup(
     password: &str,
     device: &str,
     invite: Option<&str>,
+    transport: &Transport,
 ) -> Result<SignedUp> {
     check_password(password)?;
-    let remote = HttpRemote::new(server, None)?;
+    let remote = HttpRemote::with_transport(server, None, transport)?;
+    remote.check_secret_transport()?;
     let kdf = kdf_for(&remote, email)?;
     let keys = derive(password, &kdf)?;
     let mk = MasterKey::generate();
@@ -96,7 +102,7 @@ pub fn signup(
         device: device.to_string(),
     };
     let resp: LoginResponse = remote.post("/v1/auth/signup", &req)?;
-    let profile = save(dir, server, email, &resp, &mk)?;
+    let profile = save(dir, server, email, &resp, &mk, transport)?;
     Ok(SignedUp {
         profile,
         recovery_key: rk.display(),
@@ -121,8 +127,10 @@ pub fn login(
     email: &str,
     password: &str,
     device: &str,
+    transport: &Transport,
 ) -> Result<(Profile, bool)> {
-    let remote = HttpRemote::new(server, None)?;
+    let remote = HttpRemote::with_transport(server, None, transport)?;
+    remote.check_secret_transport()?;
     let kdf = kdf_for(&remote, email)?;
     let keys = derive(password, &kdf)?;
     let resp: LoginResponse = remote.post(
@@ -138,11 +146,17 @@ pub fn login(
     let mk = MasterKey::unwrap_with(&wrapped, &keys.wrap, WrapPurpose::Password)
         .map_err(|_| ClientError::corrupted("the account key does not open with this password"))?;
     let existing = resp.existing_device;
-    Ok((save(dir, server, email, &resp, &mk)?, existing))
+    Ok((save(dir, server, email, &resp, &mk, transport)?, existing))
 }
 
 /// Sets a new password with the recovery key. Every device is signed out.
-pub fn recover(server: &str, email: &str, recovery_key: &str, new_password: &str) -> Result<()> {
+pub fn recover(
+    server: &str,
+    email: &str,
+    recovery_key: &str,
+    new_password: &str,
+    transport: &Transport,
+) -> Result<()> {
     check_password(new_password)?;
     let rk = RecoveryKey::parse(recovery_key).map_err(|_| {
         ClientError::new(
@@ -152,7 +166,8 @@ pub fn recover(server: &str, email: &str, recovery_key: &str, new_password: &str
         .fix("Copy the recovery key exactly as it was shown at sign-up.")
     })?;
     let rkeys = rk.login_keys();
-    let remote = HttpRemote::new(server, None)?;
+    let remote = HttpRemote::with_transport(server, None, transport)?;
+    remote.check_secret_transport()?;
     let probe: RecoverResponse = remote.post(
         "/v1/auth/recover",
         &RecoverRequest {
@@ -184,4 +199,40 @@ pub fn recover(server: &str, email: &str, recovery_key: &str, new_password: &str
         },
     )?;
     Ok(())
+}
+
+/// Proves the password to the server for this device's later requests on
+/// `remote`: what deletes or weakens backups needs it (invariant 10).
+pub fn confirm_password(profile: &Profile, remote: &HttpRemote, password: &str) -> Result<()> {
+    remote.check_secret_transport()?;
+    let kdf = kdf_for(remote, &profile.email)?;
+    let keys = derive(password, &kdf)?;
+    remote.elevate(&keys.auth.to_hex())
+}
+
+/// Changes the password: the master key is wrapped anew under the new
+/// one; the recovery key stays valid. `remote` must have proved the old
+/// password ([`confirm_password`]). Returns how many other devices were
+/// signed out.
+pub fn change_password(
+    profile: &Profile,
+    remote: &HttpRemote,
+    new_password: &str,
+    sign_out_other_devices: bool,
+) -> Result<u32> {
+    check_password(new_password)?;
+    let mk = profile.master_key()?;
+    // Same parameters as the account has, fresh salt.
+    let mut kdf = kdf_for(remote, &profile.email)?;
+    kdf.salt = hex::encode(rand::random::<[u8; 16]>());
+    let keys = derive(new_password, &kdf)?;
+    let r = remote.change_password(&ChangePasswordRequest {
+        new_password: NewPassword {
+            kdf,
+            auth_key: keys.auth.to_hex(),
+            wrapped_master_key: hex::encode(mk.wrap(&keys.wrap, WrapPurpose::Password)),
+        },
+        sign_out_other_devices,
+    })?;
+    Ok(r.signed_out)
 }

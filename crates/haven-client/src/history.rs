@@ -47,6 +47,7 @@ pub fn attempt(started: SystemTime, result: &Result<BackupReport>) -> Option<Att
             fix: r.fix.clone(),
             snapshot: Some(r.id.clone()),
             uploaded_bytes: r.uploaded_bytes,
+            received: None,
         },
         Ok(r) => Attempt {
             device: String::new(),
@@ -58,6 +59,7 @@ pub fn attempt(started: SystemTime, result: &Result<BackupReport>) -> Option<Att
             fix: Vec::new(),
             snapshot: Some(r.id.clone()),
             uploaded_bytes: r.uploaded_bytes,
+            received: None,
         },
         Err(e)
             if matches!(
@@ -77,6 +79,7 @@ pub fn attempt(started: SystemTime, result: &Result<BackupReport>) -> Option<Att
             fix: Vec::new(),
             snapshot: None,
             uploaded_bytes: 0,
+            received: None,
         },
         Err(e) => Attempt {
             device: String::new(),
@@ -88,6 +91,7 @@ pub fn attempt(started: SystemTime, result: &Result<BackupReport>) -> Option<Att
             fix: e.body().fix.clone(),
             snapshot: None,
             uploaded_bytes: 0,
+            received: None,
         },
     })
 }

@@ -48,6 +48,22 @@ pub struct HttpRemote {
     budget_spent: Condvar,
     limiter: Option<RateLimiter>,
     session: Mutex<Option<String>>,
+    /// A proof of the password (`POST /v1/auth/elevate`) sent with every
+    /// request once obtained.
+    grant: Mutex<Option<String>>,
+    /// The user allowed password-derived secrets over plain HTTP to a host
+    /// that is not this machine.
+    allow_insecure_http: bool,
+}
+
+/// How a device reaches its server: the URL and what to trust.
+#[derive(Clone, Debug, Default)]
+pub struct Transport {
+    /// Certificates (PEM) trusted besides the platform's roots: a private CA.
+    pub ca_pem: Option<String>,
+    /// Send password-derived secrets over plain HTTP to a host that is not
+    /// this machine (`--allow-insecure-http`).
+    pub allow_insecure_http: bool,
 }
 
 enum Body {
@@ -99,6 +115,37 @@ fn retry_scale() -> f64 {
     })
 }
 
+enum TlsFailure {
+    /// The certificate did not verify: why, in rustls's words.
+    Untrusted(String),
+    /// Another handshake failure (the peer does not speak TLS, say).
+    Handshake,
+}
+
+/// Whether a request failed in the TLS handshake, and how. rustls's error
+/// sits inside an `io::Error` somewhere in the chain (whose `source()`
+/// skips it), so each `io::Error` is opened too.
+fn tls_failure(e: &reqwest::Error) -> Option<TlsFailure> {
+    let classify = |r: &rustls::Error| match r {
+        rustls::Error::InvalidCertificate(c) => TlsFailure::Untrusted(format!("{c:?}")),
+        rustls::Error::NoCertificatesPresented => TlsFailure::Untrusted("it presented none".into()),
+        _ => TlsFailure::Handshake,
+    };
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(r) = s.downcast_ref::<rustls::Error>() {
+            return Some(classify(r));
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        {
+            return Some(classify(r));
+        }
+        src = s.source();
+    }
+    None
+}
+
 fn is_refused(e: &reqwest::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = src {
@@ -112,19 +159,44 @@ fn is_refused(e: &reqwest::Error) -> bool {
 
 impl HttpRemote {
     /// A remote for `server` (e.g. `http://127.0.0.1:8420`), signed in with
-    /// `token` if given.
+    /// `token` if given, trusting the platform's certificate roots.
     pub fn new(server: &str, token: Option<String>) -> Result<Self> {
-        let client = Client::builder()
+        Self::with_transport(server, token, &Transport::default())
+    }
+
+    /// A remote that also trusts `transport`'s private CA.
+    pub fn with_transport(
+        server: &str,
+        token: Option<String>,
+        transport: &Transport,
+    ) -> Result<Self> {
+        let mut builder = Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .timeout(Duration::from_secs(120))
             .user_agent(format!("haven/{VERSION}"))
-            .build()
-            .map_err(|e| {
-                ClientError::new(
-                    ErrorCode::ConfigInvalid,
-                    format!("Cannot set up HTTP: {e}."),
-                )
-            })?;
+            .https_only(false);
+        if let Some(pem) = &transport.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                .ok()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| {
+                    ClientError::new(
+                        ErrorCode::ConfigInvalid,
+                        "The CA certificate given with --ca-cert or HAVEN_CA_CERT is not a PEM certificate.",
+                    )
+                    .fix("Give the file holding the private CA's certificate (-----BEGIN CERTIFICATE-----), e.g. the ca.pem the server's operator handed out.")
+                })?;
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder.build().map_err(|e| {
+            ClientError::new(
+                ErrorCode::ConfigInvalid,
+                format!("Cannot set up HTTPS: {e}."),
+            )
+            .fix("Check the CA certificate given with --ca-cert or HAVEN_CA_CERT, and this machine's certificate store (Debian: the ca-certificates package).")
+        })?;
         let base = server.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::new(ErrorCode::ConfigInvalid, format!("{server:?} is not a server URL."))
@@ -141,7 +213,54 @@ impl HttpRemote {
             budget_spent: Condvar::new(),
             limiter: None,
             session: Mutex::new(None),
+            grant: Mutex::new(None),
+            allow_insecure_http: transport.allow_insecure_http,
         })
+    }
+
+    /// Refuses to send a password-derived secret (an auth key) in the
+    /// clear: over plain HTTP it is allowed only to this machine, unless
+    /// the user said `--allow-insecure-http`.
+    pub fn check_secret_transport(&self) -> Result<()> {
+        if self.allow_insecure_http || !self.base.starts_with("http://") {
+            return Ok(());
+        }
+        let local = reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| {
+                u.host_str().map(|h| {
+                    let h = h.trim_start_matches('[').trim_end_matches(']');
+                    h.eq_ignore_ascii_case("localhost")
+                        || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+                })
+            })
+            .unwrap_or(false);
+        if local {
+            return Ok(());
+        }
+        Err(ClientError::new(
+            ErrorCode::InsecureTransport,
+            format!("{} is plain HTTP to another machine: the key derived from your password would cross the network unencrypted, so nothing was sent.", self.base),
+        )
+        .fix("Use the server's https:// address (give a private CA's certificate with --ca-cert FILE if it has one).")
+        .fix("On a network you trust completely, pass --allow-insecure-http to send it anyway."))
+    }
+
+    /// Proves the password to the server (the auth key derived from it)
+    /// and sends the grant it answers with on every later request, which
+    /// lets them delete or weaken backups.
+    pub fn elevate(&self, auth_key_hex: &str) -> Result<()> {
+        self.check_secret_transport()?;
+        let r: ElevateResponse = self.post(
+            "/v1/auth/elevate",
+            &ElevateRequest {
+                auth_key: auth_key_hex.to_string(),
+            },
+        )?;
+        if let Ok(mut g) = self.grant.lock() {
+            *g = Some(r.grant);
+        }
+        Ok(())
     }
 
     /// Caps the upload rate (request bodies) at `bytes_per_sec`.
@@ -168,6 +287,9 @@ impl HttpRemote {
             .timeout(Duration::from_secs(10))
             .send()
             .map_err(|e| {
+                if tls_failure(&e).is_some() {
+                    return self.tls_error(&e);
+                }
                 self.give_up(if is_refused(&e) {
                     Transient::Refused
                 } else if e.is_timeout() {
@@ -198,6 +320,24 @@ impl HttpRemote {
             Duration::from_secs(120),
         )?;
         Ok(bytes as f64 / started.elapsed().as_secs_f64().max(1e-6))
+    }
+
+    fn tls_error(&self, e: &reqwest::Error) -> ClientError {
+        let base = &self.base;
+        match tls_failure(e) {
+            Some(TlsFailure::Untrusted(why)) => ClientError::new(
+                ErrorCode::TlsUntrusted,
+                format!("The server at {base} presented a TLS certificate this device does not trust ({why}), so nothing was sent."),
+            )
+            .fix("If the server uses a private certificate authority, sign in with --ca-cert FILE (or HAVEN_CA_CERT=FILE) naming that CA's certificate.")
+            .fix("Check the server URL: the certificate must be for exactly that host name or address.")
+            .fix("If the certificate was just renewed or replaced, ask the server's operator whether it is theirs; a certificate that does not verify can mean someone is in between."),
+            _ => ClientError::new(
+                ErrorCode::TlsUntrusted,
+                format!("The TLS handshake with {base} failed ({e}), so nothing was sent."),
+            )
+            .fix("Check that the server serves HTTPS at that address (an http:// server answers https:// with garbage), and that the URL is right."),
+        }
     }
 
     fn give_up(&self, why: Transient) -> ClientError {
@@ -235,6 +375,9 @@ impl HttpRemote {
                 .timeout(timeout);
             if let Some(t) = &self.token {
                 req = req.bearer_auth(t);
+            }
+            if let Some(g) = self.grant.lock().ok().and_then(|g| g.clone()) {
+                req = req.header(GRANT_HEADER, g);
             }
             let len = match &body {
                 Body::None => 0,
@@ -282,6 +425,7 @@ impl HttpRemote {
                 }
                 Err(e) if is_refused(&e) => Transient::Refused,
                 Err(e) if e.is_timeout() => Transient::Timeout,
+                Err(e) if tls_failure(&e).is_some() => return Err(self.tls_error(&e)),
                 Err(e) if e.is_connect() || e.is_request() || e.is_body() => {
                     Transient::Broken(e.to_string())
                 }
@@ -637,6 +781,23 @@ impl Remote for HttpRemote {
 }
 
 impl HttpRemote {
+    /// Signs a device of the account out (needs [`HttpRemote::elevate`]).
+    pub fn remove_device(&self, name: &str) -> Result<DeviceInfo> {
+        let body = self.send(
+            Method::DELETE,
+            &format!("/v1/devices/{}", haven_proto::units::path_escape(name)),
+            Body::None,
+            Duration::from_secs(60),
+        )?;
+        self.parse(&body)
+    }
+
+    /// Replaces the password (needs [`HttpRemote::elevate`]).
+    pub fn change_password(&self, req: &ChangePasswordRequest) -> Result<ChangePasswordResponse> {
+        self.check_secret_transport()?;
+        self.post("/v1/auth/password", req)
+    }
+
     /// `path` with `?device=NAME` when a device is named.
     pub fn with_device(path: &str, device: Option<&str>) -> String {
         match device {

@@ -17,7 +17,7 @@ pub mod doctor;
 mod error;
 mod fsmeta;
 pub mod history;
-mod http;
+pub mod http;
 pub mod inspect;
 mod pipeline;
 pub mod profile;

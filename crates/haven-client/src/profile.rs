@@ -29,6 +29,13 @@ pub struct Profile {
     pub token: String,
     /// The account master key, hex.
     pub master_key: String,
+    /// A private CA's certificate (PEM) trusted for this server besides
+    /// the platform's roots (`--ca-cert`, `HAVEN_CA_CERT` at sign-in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// The user allowed plain HTTP to a host that is not this machine.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 impl Profile {
@@ -43,9 +50,17 @@ impl Profile {
         })
     }
 
+    /// How this device reaches its server.
+    pub fn transport(&self) -> crate::http::Transport {
+        crate::http::Transport {
+            ca_pem: self.ca_cert.clone(),
+            allow_insecure_http: self.allow_insecure_http,
+        }
+    }
+
     /// A remote signed in as this device.
     pub fn remote(&self) -> Result<HttpRemote> {
-        HttpRemote::new(&self.server, Some(self.token.clone()))
+        HttpRemote::with_transport(&self.server, Some(self.token.clone()), &self.transport())
     }
 }
 

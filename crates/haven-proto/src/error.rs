@@ -66,6 +66,17 @@ pub enum ErrorCode {
     BackupPaused,
     /// Client side: an agent already runs for this state directory.
     AgentRunning,
+    /// The action deletes or weakens backups and needs a fresh proof of
+    /// the password (`POST /v1/auth/elevate`).
+    PasswordRequired,
+    /// The device's sign-in was ended: removed from another device,
+    /// password changed, signed in again, or unused for too long.
+    TokenRevoked,
+    /// Client side: the server's TLS certificate does not verify.
+    TlsUntrusted,
+    /// Client side: a password-derived secret would cross the network
+    /// unencrypted (plain HTTP to a host that is not this machine).
+    InsecureTransport,
 }
 
 impl ErrorCode {
@@ -102,6 +113,10 @@ impl ErrorCode {
             ErrorCode::PlanNotAllowed => "plan_not_allowed",
             ErrorCode::BackupPaused => "backup_paused",
             ErrorCode::AgentRunning => "agent_running",
+            ErrorCode::PasswordRequired => "password_required",
+            ErrorCode::TokenRevoked => "token_revoked",
+            ErrorCode::TlsUntrusted => "tls_untrusted",
+            ErrorCode::InsecureTransport => "insecure_transport",
         }
     }
 }

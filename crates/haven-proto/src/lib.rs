@@ -16,6 +16,10 @@ pub use error::{ErrorBody, ErrorCode, ErrorEnvelope};
 /// answers `client_too_old`.
 pub const CLIENT_VERSION_HEADER: &str = "haven-client-version";
 
+/// Header carrying a proof of the password (the `grant` of
+/// [`ElevateResponse`]); routes that delete or weaken backups need it.
+pub const GRANT_HEADER: &str = "haven-grant";
+
 /// True for a well-formed snapshot or session id: 32 lower-case hex
 /// characters. Both sides check it: the server before a lookup, the client
 /// before an id from the server goes into a local path.
@@ -122,8 +126,52 @@ pub struct DeviceInfo {
     pub name: String,
     /// RFC 3339.
     pub created: String,
-    /// RFC 3339 time of the newest backup, if any.
+    /// RFC 3339 time the server received the newest backup, if any.
     pub last_backup: Option<String>,
+    /// RFC 3339 time the device last used its sign-in (to the hour).
+    #[serde(default)]
+    pub last_seen: Option<String>,
+    /// The device has a working sign-in.
+    #[serde(default)]
+    pub signed_in: bool,
+}
+
+/// `POST /v1/auth/elevate` (with the device's token): proves the password
+/// again, for the routes that delete or weaken backups.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ElevateRequest {
+    /// The auth key derived from the password (hex).
+    pub auth_key: String,
+}
+
+/// Answer to [`ElevateRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ElevateResponse {
+    /// Sent as the `haven-grant` header; valid for this device until `expires`.
+    pub grant: String,
+    /// RFC 3339.
+    pub expires: String,
+}
+
+/// `POST /v1/auth/password` (token and grant): a new password. The
+/// recovery key stays valid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangePasswordRequest {
+    pub new_password: NewPassword,
+    /// Also sign out every other device of the account (default true).
+    #[serde(default = "yes")]
+    pub sign_out_other_devices: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Answer to [`ChangePasswordRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangePasswordResponse {
+    /// Sign-ins of other devices that were ended.
+    pub signed_out: u32,
 }
 
 /// `POST /v1/blobs/missing`: which of these does the server lack?
@@ -272,8 +320,12 @@ pub struct SnapshotRecord {
     pub id: String,
     pub device: String,
     pub device_id: i64,
-    /// RFC 3339.
+    /// RFC 3339: when the backup started, by the device's clock (shown).
     pub time: String,
+    /// RFC 3339: when the server received it, by the server's clock
+    /// (retention and expiry count from it).
+    #[serde(default)]
+    pub received: Option<String>,
     pub files: u64,
     pub bytes: u64,
     pub snapshot_blob: BlobId,
@@ -428,6 +480,10 @@ pub struct Attempt {
     pub snapshot: Option<String>,
     #[serde(default)]
     pub uploaded_bytes: u64,
+    /// RFC 3339, filled by the server in lists: when it received the
+    /// attempt, by its own clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<String>,
 }
 
 /// One device's share of [`UsageResponse`].

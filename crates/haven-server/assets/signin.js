@@ -26,7 +26,10 @@ document.addEventListener("DOMContentLoaded", () => {
         body: JSON.stringify({ email, auth_key }),
       });
       if (!res.ok) throw await res.json().catch(() => ({ error: { message: "The server answered " + res.status + ".", fix: ["Try again."] } }));
-      window.location.href = "/";
+      // Back to where the password was asked again: only a path of this
+      // console, never another site.
+      const next = new URLSearchParams(window.location.search).get("next");
+      window.location.href = next && next.startsWith("/") && !next.startsWith("//") && !next.includes("\\") ? next : "/";
     } catch (e) {
       const err = (e && e.error) || { message: String(e), fix: [] };
       status.textContent = err.message + " " + (err.fix || []).join(" ");

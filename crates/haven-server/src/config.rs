@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+pub use haven_store::Clock;
+
 /// A storage plan.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +48,10 @@ pub const KEYS: &[&str] = &[
     "maintenance_minutes",
     "scrub_days",
     "gc_hours",
+    "tls_cert",
+    "tls_key",
+    "token_days",
+    "grant_minutes",
 ];
 
 /// Everything the server can be configured with. See docs/OPERATIONS.md.
@@ -89,6 +95,19 @@ pub struct Config {
     pub scrub_days: u32,
     /// Hours between GC passes (0: only `haven-server gc`).
     pub gc_hours: u32,
+    /// PEM certificate chain: with `tls_key`, the server serves HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// A device sign-in not used for this many days expires (0: never).
+    pub token_days: u32,
+    /// Minutes a proof of the password lets a device (or a console
+    /// sign-in) delete or weaken backups.
+    pub grant_minutes: u32,
+    /// The clock of retention, expiry and sign-ins. Tests move it; no file,
+    /// variable, flag or request can set it.
+    #[serde(skip)]
+    pub clock: haven_store::Clock,
 }
 
 impl Default for Config {
@@ -111,6 +130,11 @@ impl Default for Config {
             maintenance_minutes: 60,
             scrub_days: 7,
             gc_hours: 24,
+            tls_cert: None,
+            tls_key: None,
+            token_days: 90,
+            grant_minutes: 5,
+            clock: haven_store::Clock::default(),
         }
     }
 }
@@ -185,6 +209,14 @@ impl Config {
 
     /// Checks the plans and fills their sizes in bytes.
     pub fn validate(&mut self) -> anyhow::Result<()> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            bail!(
+                "HTTPS needs both tls_cert (the PEM certificate chain) and tls_key (its PEM private key); only one is set"
+            );
+        }
+        if self.grant_minutes == 0 {
+            bail!("grant_minutes = 0 would make deleting backups impossible: give at least 1");
+        }
         if self.keep_last == 0 {
             bail!("keep_last = 0 would delete the backup just made: keep at least 1");
         }

@@ -72,6 +72,32 @@ impl ApiError {
         .fix("Sign in again with `haven login --server URL --email EMAIL`.")
     }
 
+    /// A device's token alone may add backups and read, never delete or
+    /// weaken them (invariant 10).
+    pub fn password_required() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PasswordRequired,
+            "This deletes or weakens the account's backups, so it needs the account's password, and the request carried no recent proof of it. Nothing was changed.",
+        )
+        .fix("Run the command where you can type the password, or give it with HAVEN_PASSWORD or --password-file; `haven` asks for it.")
+        .fix("Over the API: POST /v1/auth/elevate with the auth key, then send its grant in the haven-grant header (docs/API.md).")
+    }
+
+    /// A sign-in that was ended, with why.
+    pub fn token_revoked(reason: &str, token_days: u32) -> Self {
+        let why = match reason {
+            "device_removed" => "This device was signed out from another device of the account.".to_string(),
+            "password_changed" => "The account's password was changed, which signed this device out.".to_string(),
+            "replaced" => "This device was signed in again (here or on another machine with the same device name), which replaced this sign-in.".to_string(),
+            "expired" => format!("This device's sign-in expired: it was not used for {token_days} days."),
+            _ => "This device's sign-in was ended.".to_string(),
+        };
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::TokenRevoked, why)
+            .fix("Sign in again with `haven login --server URL --email EMAIL --device NAME` (the account's password is needed); the device keeps its backups and continues as before.")
+            .details(serde_json::json!({ "reason": reason }))
+    }
+
     pub fn wrong_password() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, ErrorCode::WrongPassword, "The email or password is wrong.")
             .fix("Check the email and type the password again.")

@@ -72,7 +72,7 @@ pub struct ScrubReport {
 /// Checks every stored blob; see the module doc.
 pub async fn scrub(state: &SharedState) -> Result<ScrubReport, StoreError> {
     let started = Instant::now();
-    let started_at = haven_store::now_secs();
+    let started_at = state.now();
     let mut r = ScrubReport::default();
     for pack in state.meta.packs_all().await? {
         let blobs = state.meta.pack_blobs(pack.account_id, pack.id).await?;
@@ -127,7 +127,7 @@ pub async fn scrub(state: &SharedState) -> Result<ScrubReport, StoreError> {
     let report = serde_json::to_string(&r).unwrap_or_default();
     state
         .meta
-        .job_record("scrub", started_at, haven_store::now_secs(), &report)
+        .job_record("scrub", started_at, state.now(), &report)
         .await?;
     Ok(r)
 }
@@ -149,7 +149,7 @@ pub struct GcReport {
 /// Collects garbage; see the module doc.
 pub async fn gc(state: &SharedState) -> Result<GcReport, StoreError> {
     let started = Instant::now();
-    let started_at = haven_store::now_secs();
+    let started_at = state.now();
     let cutoff = started_at - i64::from(state.config.session_days) * 86_400;
     let mut r = GcReport::default();
     for account in state.meta.accounts().await? {
@@ -172,7 +172,7 @@ pub async fn gc(state: &SharedState) -> Result<GcReport, StoreError> {
     let report = serde_json::to_string(&r).unwrap_or_default();
     state
         .meta
-        .job_record("gc", started_at, haven_store::now_secs(), &report)
+        .job_record("gc", started_at, state.now(), &report)
         .await?;
     Ok(r)
 }

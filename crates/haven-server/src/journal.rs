@@ -35,7 +35,7 @@ use std::collections::BTreeSet;
 
 use haven_format::{BlobId, PackId};
 use haven_store::StoreError;
-use haven_store::meta::{Account, Device, NewSnapshot, SnapshotRow};
+use haven_store::meta::{Account, Device, NewSnapshot, SnapshotRow, TokenScope};
 use haven_store::refset::differences;
 use serde::{Deserialize, Serialize};
 
@@ -67,6 +67,10 @@ struct DeviceDoc {
 struct TokenDoc {
     account_id: i64,
     device_id: i64,
+    /// When it was last used, to the day (absent in older copies: the
+    /// rebuild counts them as used then).
+    #[serde(default)]
+    last_used: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -167,34 +171,66 @@ pub async fn device(state: &SharedState, d: &Device) -> Result<(), StoreError> {
         .await
 }
 
-/// Records a sign-in.
+fn token_key(account_id: i64, hash: &[u8; 32]) -> String {
+    format!("meta/tokens/{account_id}/{}.json", hex::encode(hash))
+}
+
+/// Records a sign-in, or when it was last used.
 pub async fn token(
     state: &SharedState,
     hash: &[u8; 32],
     account_id: i64,
     device_id: i64,
+    last_used: i64,
 ) -> Result<(), StoreError> {
     let doc = TokenDoc {
         account_id,
         device_id,
+        last_used: Some(last_used),
     };
     state
         .objects
-        .put(
-            &format!("meta/tokens/{account_id}/{}.json", hex::encode(hash)),
-            json(&doc),
-        )
+        .put(&token_key(account_id, hash), json(&doc))
         .await
 }
 
-/// Forgets every sign-in of an account (after a password change).
-pub async fn tokens_cleared(state: &SharedState, account_id: i64) -> Result<(), StoreError> {
+/// Forgets the sign-ins of an account in `scope`. Called before the
+/// database ends them, so that a rebuilt database never signs a removed
+/// device back in; [`tokens_gone`] then removes any created meanwhile.
+pub async fn tokens_revoked(
+    state: &SharedState,
+    account_id: i64,
+    scope: TokenScope,
+) -> Result<(), StoreError> {
     for key in state
         .objects
         .list(&format!("meta/tokens/{account_id}/"))
         .await?
     {
-        state.objects.delete(&key).await?;
+        let device = parse::<TokenDoc>(&key, &state.objects.get(&key).await?)
+            .map(|d| d.device_id)
+            .ok();
+        let doomed = match scope {
+            TokenScope::Device(d) => device.is_none_or(|x| x == d),
+            TokenScope::AllExcept(keep) => keep.is_none() || device != keep,
+        };
+        if doomed {
+            state.objects.delete(&key).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Forgets these sign-ins (ended by the database).
+pub async fn tokens_gone(
+    state: &SharedState,
+    tokens: &[(i64, [u8; 32])],
+) -> Result<(), StoreError> {
+    for (account_id, hash) in tokens {
+        match state.objects.delete(&token_key(*account_id, hash)).await {
+            Ok(()) | Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -600,7 +636,7 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
                 account_id: d.account_id,
                 name: d.name,
                 created: d.created,
-                last_backup: None,
+                ..Device::default()
             })
             .await;
         match imported {
@@ -621,12 +657,21 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
             .and_then(|h| hex::decode(h).ok())
             .and_then(|h| <[u8; 32]>::try_from(h).ok())
             .ok_or_else(|| StoreError::Invalid(format!("journal object {key}: bad name")))?;
+        // A sign-in unused for longer than sign-ins live stays ended.
+        let last_used = d.last_used.unwrap_or_else(|| state.now());
+        let days = i64::from(state.config.token_days);
+        if days > 0 && state.now() - last_used > days * 86_400 {
+            continue;
+        }
         match state
             .meta
             .token_create(hash, d.account_id, d.device_id)
             .await
         {
-            Ok(()) => r.sign_ins += 1,
+            Ok(()) => {
+                state.meta.token_touch(hash, d.device_id, last_used).await?;
+                r.sign_ins += 1
+            }
             Err(StoreError::Db(_)) => r.orphans += 1,
             Err(e) => return Err(e),
         }

@@ -10,6 +10,7 @@ pub mod integrity;
 pub mod journal;
 pub mod retention;
 pub mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +30,8 @@ pub async fn open_state(mut config: Config) -> anyhow::Result<SharedState> {
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let meta = SqliteMeta::open(&dir.join("haven.db"))
         .await
-        .with_context(|| format!("cannot open the database in {}", dir.display()))?;
+        .with_context(|| format!("cannot open the database in {}", dir.display()))?
+        .with_clock(config.clock.clone());
     let local = LocalDirStore::open(dir)
         .with_context(|| format!("cannot open the pack store in {}", dir.display()))?;
     let objects: Arc<dyn ObjectStore> = match &config.max_store_bytes {
@@ -71,6 +73,8 @@ pub struct Bound {
     pub addr: SocketAddr,
     listener: tokio::net::TcpListener,
     state: SharedState,
+    /// The TLS configuration when the server serves HTTPS itself.
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
     /// Held while serving: `reindex` refuses to run under a live server.
     _lock: std::fs::File,
 }
@@ -99,6 +103,12 @@ fn serving_lock(config: &Config) -> anyhow::Result<std::fs::File> {
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     let listen = config.listen;
     let lock = serving_lock(&config)?;
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(axum_server::tls_rustls::RustlsConfig::from_config(
+            tls::load(cert, key)?,
+        )),
+        _ => None,
+    };
     let state = open_state(config).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -107,22 +117,76 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         addr: listener.local_addr()?,
         listener,
         state,
+        tls,
         _lock: lock,
     })
 }
 
+/// Re-reads the certificate and key files of a server that serves HTTPS.
+#[derive(Clone)]
+pub struct TlsReloader {
+    config: axum_server::tls_rustls::RustlsConfig,
+    state: SharedState,
+}
+
+impl TlsReloader {
+    /// Loads the files again; on success new connections get the new
+    /// certificate, on failure the old one keeps serving.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let c = &self.state.config;
+        let (Some(cert), Some(key)) = (&c.tls_cert, &c.tls_key) else {
+            anyhow::bail!("this server does not serve HTTPS");
+        };
+        self.config.reload_from_config(tls::load(cert, key)?);
+        Ok(())
+    }
+}
+
 impl Bound {
-    /// Serves until `shutdown` resolves.
+    /// `https` when the server serves TLS itself, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
+    /// What re-reads the certificate (SIGHUP in `haven-server serve`).
+    pub fn tls_reloader(&self) -> Option<TlsReloader> {
+        self.tls.clone().map(|config| TlsReloader {
+            config,
+            state: self.state.clone(),
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests under
+    /// way (for at most 30 s).
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let jobs = tokio::spawn(maintenance(self.state.clone()));
         let meta = self.state.meta.clone();
-        let app = api::router(self.state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let app =
+            api::router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
+        });
+        let listener = self.listener.into_std()?;
+        match self.tls {
+            Some(tls) => {
+                axum_server::from_tcp_rustls(listener, tls)?
+                    .handle(handle)
+                    .serve(app)
+                    .await?
+            }
+            None => {
+                axum_server::from_tcp(listener)?
+                    .handle(handle)
+                    .serve(app)
+                    .await?
+            }
+        }
         jobs.abort();
         // A maintenance job cut off mid-transaction rolls back; the store
         // then folds its log into the database file.
@@ -139,6 +203,13 @@ async fn maintenance(state: SharedState) {
     let every =
         std::time::Duration::from_secs(u64::from(state.config.maintenance_minutes.max(1)) * 60);
     loop {
+        match api::auth::expire_tokens(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "unused device sign-ins expired"),
+            Err(e) => {
+                tracing::error!(error = %e.body.message, "expiring sign-ins failed; it runs again later")
+            }
+        }
         match retention::expire(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired backups deleted"),
@@ -171,7 +242,7 @@ async fn due(state: &SharedState, job: &str, interval_secs: i64) -> bool {
         return false;
     }
     match state.meta.job_last(job).await {
-        Ok(Some((_, finished, _))) => haven_store::now_secs() - finished >= interval_secs,
+        Ok(Some((_, finished, _))) => state.now() - finished >= interval_secs,
         Ok(None) => true,
         Err(_) => false,
     }

@@ -38,6 +38,13 @@ enum Command {
         /// Let anyone who can reach the server create an account.
         #[arg(long, env = "HAVEN_ALLOW_SIGNUP")]
         allow_signup: bool,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key;
+        /// re-read on SIGHUP).
+        #[arg(long, env = "HAVEN_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+        #[arg(long, env = "HAVEN_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Check every stored blob; mark damaged and missing ones (also while
     /// the server runs).
@@ -131,18 +138,29 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             common,
             listen,
             allow_signup,
+            tls_cert,
+            tls_key,
         } => {
-            let config = load(common, listen, allow_signup)?;
+            let mut config = load(common, listen, allow_signup)?;
+            if tls_cert.is_some() {
+                config.tls_cert = tls_cert;
+                config.tls_key = tls_key;
+            }
+            config.validate()?;
             let data_dir = config.data_dir.clone();
             let signup = config.allow_signup;
             let bound = haven_server::bind(config).await?;
-            tracing::info!(addr = %bound.addr, data_dir = %data_dir.display(), open_signup = signup, "haven-server ready");
+            tracing::info!(addr = %bound.addr, data_dir = %data_dir.display(), open_signup = signup, scheme = bound.scheme(), "haven-server ready");
             eprintln!(
-                "haven-server {} listening on http://{} (data in {})",
+                "haven-server {} listening on {}://{} (data in {})",
                 env!("CARGO_PKG_VERSION"),
+                bound.scheme(),
                 bound.addr,
                 data_dir.display()
             );
+            if let Some(reloader) = bound.tls_reloader() {
+                tokio::spawn(reload_on_sighup(reloader));
+            }
             bound.serve(stop_requested()).await
         }
         Command::User { command } => user(command).await,
@@ -326,6 +344,37 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Re-reads the TLS certificate and key on each SIGHUP (what certbot's
+/// and acme.sh's renewal hooks send).
+async fn reload_on_sighup(reloader: haven_server::TlsReloader) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(
+                "cannot listen for SIGHUP ({e}); restart the server to load a renewed certificate"
+            );
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match reloader.reload() {
+            Ok(()) => {
+                tracing::info!("TLS certificate reloaded");
+                eprintln!("haven-server: TLS certificate reloaded");
+            }
+            Err(e) => {
+                tracing::error!(
+                    "the TLS certificate was not reloaded, the old one keeps serving: {e:#}"
+                );
+                eprintln!(
+                    "haven-server: the TLS certificate was not reloaded, the old one keeps serving: {e:#}"
+                );
+            }
         }
     }
 }

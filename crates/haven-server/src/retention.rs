@@ -46,10 +46,10 @@ pub fn to_prune(
 }
 
 /// Applies the retention policy to a device after the backup `just`
-/// committed; returns the deleted ids. A backup's age is its device's time,
-/// but never later than when the server received it: a device whose clock
-/// runs ahead cannot make new backups look older than old ones. The backup
-/// just committed is never deleted.
+/// committed; returns the deleted ids. A backup's age counts from when the
+/// server received it, by the server's clock: whatever time a device
+/// claims, it can neither make its backups look old enough to be pruned
+/// nor young enough to be kept. The backup just committed is never deleted.
 pub async fn prune_device(
     state: &SharedState,
     account_id: i64,
@@ -62,11 +62,11 @@ pub async fn prune_device(
         .await?
         .into_iter()
         .filter(|s| s.complete)
-        .map(|s| (s.id, s.time.min(s.created)))
+        .map(|s| (s.id, s.created))
         .collect();
     snaps.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
     let c = &state.config;
-    let mut doomed = to_prune(c.keep_last, c.keep_weekly, haven_store::now_secs(), &snaps);
+    let mut doomed = to_prune(c.keep_last, c.keep_weekly, state.now(), &snaps);
     doomed.retain(|id| id != just);
     for id in &doomed {
         crate::journal::delete_snapshot(state, account_id, id).await?;
@@ -104,7 +104,7 @@ pub async fn expire(state: &SharedState) -> Result<u64, StoreError> {
     if state.config.expire_days == 0 {
         return Ok(0);
     }
-    let now = haven_store::now_secs();
+    let now = state.now();
     let cutoff = now - i64::from(state.config.expire_days) * DAY;
     let mut deleted = 0;
     for account in state.meta.accounts().await? {
@@ -170,6 +170,7 @@ mod tests {
             name: name.into(),
             created: 0,
             last_backup: days_ago.map(|d| now - d * DAY),
+            ..Device::default()
         };
         let devices = [
             dev("fresh", Some(1)),

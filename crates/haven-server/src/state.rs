@@ -21,4 +21,11 @@ pub struct AppState {
     pub dictionary_lock: tokio::sync::Mutex<()>,
 }
 
+impl AppState {
+    /// Now, by the server's clock (see [`Config::clock`]).
+    pub fn now(&self) -> i64 {
+        self.config.clock.now()
+    }
+}
+
 pub type SharedState = Arc<AppState>;

@@ -110,6 +110,7 @@ fn the_server_killed_anywhere_loses_nothing_acknowledged() {
         "correct horse battery",
         "d",
         None,
+        &Default::default(),
     )
     .unwrap();
     let profile = dir.profile().unwrap();

@@ -85,6 +85,7 @@ fn operators_add_users_on_a_plan_list_them_and_change_their_plan() {
         "correct horse battery",
         "tablet",
         Some(&code),
+        &Default::default(),
     );
     let _ = child.kill();
     let _ = child.wait();

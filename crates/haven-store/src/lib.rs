@@ -29,3 +29,37 @@ pub fn now_secs() -> i64 {
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
 }
+
+/// The clock of the server's records and time rules (retention, expiry,
+/// sign-ins): the system's, or in tests the system's moved by an offset
+/// the test sets. Clones share the offset.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    offset: Option<std::sync::Arc<std::sync::atomic::AtomicI64>>,
+}
+
+impl Clock {
+    /// A clock that tests can move with [`Clock::advance`].
+    pub fn movable() -> Self {
+        Clock {
+            offset: Some(Default::default()),
+        }
+    }
+
+    /// Seconds since the Unix epoch by this clock.
+    pub fn now(&self) -> i64 {
+        let offset = self
+            .offset
+            .as_ref()
+            .map_or(0, |o| o.load(std::sync::atomic::Ordering::Relaxed));
+        now_secs() + offset
+    }
+
+    /// Moves a movable clock by `secs` (negative: back); a system clock
+    /// does not move.
+    pub fn advance(&self, secs: i64) {
+        if let Some(o) = &self.offset {
+            o.fetch_add(secs, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}

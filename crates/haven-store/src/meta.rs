@@ -44,13 +44,45 @@ pub struct Account {
 }
 
 /// A device of an account.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Device {
     pub id: i64,
     pub account_id: i64,
     pub name: String,
     pub created: i64,
+    /// When the server received the device's newest backup.
     pub last_backup: Option<i64>,
+    /// When one of its sign-ins was last used (to the hour).
+    pub last_seen: Option<i64>,
+    /// It has a sign-in that works.
+    pub signed_in: bool,
+}
+
+/// A device sign-in (a token's hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub account_id: i64,
+    pub device_id: i64,
+    /// When it was last used (updated at most hourly).
+    pub last_used: i64,
+}
+
+/// Which sign-ins of an account [`MetaStore::tokens_revoke`] ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenScope {
+    /// Every sign-in of one device.
+    Device(i64),
+    /// Every sign-in of the account but those of this device, if any.
+    AllExcept(Option<i64>),
+}
+
+/// A console session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsoleSession {
+    pub account_id: i64,
+    pub csrf: String,
+    /// When it last proved the password; 0 for a one-time link's.
+    pub password_at: i64,
 }
 
 /// One blob of an uploaded pack, with the BLAKE3 hash of its ciphertext
@@ -174,6 +206,8 @@ pub struct AttemptRow {
     pub fix: String,
     pub snapshot: Option<String>,
     pub uploaded: u64,
+    /// When the server received it (its own clock).
+    pub received: i64,
 }
 
 /// A pack as the index knows it.
@@ -285,7 +319,8 @@ pub trait MetaStore: Send + Sync + 'static {
         account_id: i64,
         sealed: &[u8],
     ) -> Result<Vec<u8>, StoreError>;
-    /// Replaces the password credentials.
+    /// Replaces the password credentials and ends every console session
+    /// and link; device sign-ins are ended first with [`MetaStore::tokens_revoke`].
     async fn account_set_password(
         &self,
         account_id: i64,
@@ -310,8 +345,24 @@ pub trait MetaStore: Send + Sync + 'static {
         account_id: i64,
         device_id: i64,
     ) -> Result<(), StoreError>;
-    /// `(account_id, device_id)` of a token hash.
-    async fn token_lookup(&self, hash: [u8; 32]) -> Result<Option<(i64, i64)>, StoreError>;
+    /// The sign-in of a token hash.
+    async fn token_lookup(&self, hash: [u8; 32]) -> Result<Option<TokenRow>, StoreError>;
+    /// Records that a sign-in was used at `now` (and its device seen).
+    async fn token_touch(&self, hash: [u8; 32], device_id: i64, now: i64)
+    -> Result<(), StoreError>;
+    /// Ends sign-ins of an account, remembering `reason` for each, in one
+    /// transaction; returns their hashes.
+    async fn tokens_revoke(
+        &self,
+        account_id: i64,
+        scope: TokenScope,
+        reason: &str,
+    ) -> Result<Vec<[u8; 32]>, StoreError>;
+    /// Ends every sign-in of any account last used before `unused_since`
+    /// (reason `expired`); returns `(account_id, hash)` of each.
+    async fn tokens_expire(&self, unused_since: i64) -> Result<Vec<(i64, [u8; 32])>, StoreError>;
+    /// Why an ended sign-in was ended, if it was.
+    async fn token_revoked(&self, hash: [u8; 32]) -> Result<Option<String>, StoreError>;
 
     /// The subset of `ids` the account has no blob for, in input order.
     async fn blobs_missing(
@@ -475,9 +526,10 @@ pub trait MetaStore: Send + Sync + 'static {
         account_id: i64,
         csrf: &str,
         expires: i64,
+        password_at: i64,
     ) -> Result<(), StoreError>;
-    /// `(account_id, csrf)` of an unexpired console session.
-    async fn console_session(&self, hash: [u8; 32]) -> Result<Option<(i64, String)>, StoreError>;
+    /// An unexpired console session.
+    async fn console_session(&self, hash: [u8; 32]) -> Result<Option<ConsoleSession>, StoreError>;
     /// Ends a console session.
     async fn console_session_delete(&self, hash: [u8; 32]) -> Result<(), StoreError>;
     /// Stores a one-time sign-in link (the hash of its token).

@@ -16,7 +16,7 @@ use sqlx::{Row, SqlitePool};
 
 use crate::meta::*;
 use crate::refset;
-use crate::{StoreError, now_secs};
+use crate::{Clock, StoreError};
 
 /// The schema's migrations, in order; `PRAGMA user_version` counts those
 /// applied. Public for the tests that build a database of an older schema.
@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0009_pack_numbers.sql"),
     include_str!("../migrations/sqlite/0010_blob_numbers.sql"),
     include_str!("../migrations/sqlite/0011_dictionary.sql"),
+    include_str!("../migrations/sqlite/0012_device_keys.sql"),
 ];
 
 /// SQLite behind [`MetaStore`].
@@ -43,6 +44,7 @@ pub struct SqliteMeta {
     /// restore's every blob.
     lookups: Arc<Lookups>,
     sets: Arc<Mutex<SetCache>>,
+    clock: Clock,
 }
 
 /// Reference sets read or written lately. A snapshot's set never changes
@@ -664,6 +666,7 @@ async fn insert_snapshot(
     conn: &mut sqlx::SqliteConnection,
     account_id: i64,
     s: &SnapshotColumns<'_>,
+    now: i64,
 ) -> Result<(), StoreError> {
     sqlx::query(&format!(
         "INSERT INTO snapshots (account_id, id, device_id, time, files, bytes, snapshot_blob, parent, \
@@ -680,7 +683,7 @@ async fn insert_snapshot(
     .bind(s.parent)
     .bind(s.client_version)
     .bind(s.blobs as i64)
-    .bind(now_secs())
+    .bind(now)
     .bind(s.complete)
     .bind(s.session)
     .bind(s.partial)
@@ -871,11 +874,12 @@ async fn reserved_in(
     conn: &mut sqlx::SqliteConnection,
     account_id: i64,
     except_session: &str,
+    now: i64,
 ) -> Result<u64, StoreError> {
     let v: i64 = sqlx::query_scalar(RESERVED)
         .bind(account_id)
         .bind(except_session)
-        .bind(now_secs() - RESERVATION_SECS)
+        .bind(now - RESERVATION_SECS)
         .fetch_one(&mut *conn)
         .await?;
     Ok(v as u64)
@@ -909,6 +913,7 @@ async fn pack_add(
     object_key: &str,
     size: u64,
     session: Option<&str>,
+    now: i64,
 ) -> Result<i64, StoreError> {
     sqlx::query(
         "INSERT OR IGNORE INTO packs (account_id, id, object_key, size, created, session_id) \
@@ -918,7 +923,7 @@ async fn pack_add(
     .bind(&pack.0[..])
     .bind(object_key)
     .bind(size as i64)
-    .bind(now_secs())
+    .bind(now)
     .bind(session)
     .execute(&mut *conn)
     .await?;
@@ -994,9 +999,16 @@ impl SqliteMeta {
                 capacity: ids,
                 ..SetCache::default()
             })),
+            clock: Clock::default(),
         };
         me.migrate().await?;
         Ok(me)
+    }
+
+    /// Stamps records with `clock` instead of the system's (tests move it).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, SetCache> {
@@ -1097,7 +1109,7 @@ impl MetaStore for SqliteMeta {
         )
         .bind(&code_hash[..])
         .bind(email)
-        .bind(now_secs())
+        .bind(self.clock.now())
         .bind(expires)
         .bind(plan)
         .execute(&self.pool)
@@ -1132,7 +1144,7 @@ impl MetaStore for SqliteMeta {
         .bind(&new.recovery_auth_hash[..])
         .bind(&new.recovery_wrapped_key)
         .bind(first == 0) // the first account administers the server
-        .bind(now_secs())
+        .bind(self.clock.now())
         .fetch_one(&mut *tx)
         .await?;
         if let Some(hash) = invite_hash {
@@ -1142,7 +1154,7 @@ impl MetaStore for SqliteMeta {
             )
             .bind(id)
             .bind(&hash[..])
-            .bind(now_secs())
+            .bind(self.clock.now())
             .bind(&new.email)
             .execute(&mut *tx)
             .await?;
@@ -1243,9 +1255,9 @@ impl MetaStore for SqliteMeta {
             .bind(account_id)
             .execute(&mut *tx)
             .await?;
-        // A new password signs every device and browser out: whoever knew
-        // the old one must not keep a working token, session or link.
-        for table in ["tokens", "console_sessions", "console_links"] {
+        // A new password signs every browser out: whoever knew the old one
+        // must not keep a working session or link.
+        for table in ["console_sessions", "console_links"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE account_id = ?"))
                 .bind(account_id)
                 .execute(&mut *tx)
@@ -1266,7 +1278,7 @@ impl MetaStore for SqliteMeta {
         )
         .bind(account_id)
         .bind(name)
-        .bind(now_secs())
+        .bind(self.clock.now())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -1281,15 +1293,16 @@ impl MetaStore for SqliteMeta {
             account_id,
             name: name.to_string(),
             created: r.try_get("created")?,
-            last_backup: None,
+            ..Device::default()
         };
         Ok((dev, inserted == 0))
     }
 
     async fn devices(&self, account_id: i64) -> Result<Vec<Device>, StoreError> {
         let rows = sqlx::query(
-            "SELECT d.id, d.name, d.created, (SELECT MAX(time) FROM snapshots s \
-             WHERE s.account_id = d.account_id AND s.device_id = d.id) AS last_backup \
+            "SELECT d.id, d.name, d.created, d.last_seen, (SELECT MAX(created) FROM snapshots s \
+             WHERE s.account_id = d.account_id AND s.device_id = d.id) AS last_backup, \
+             EXISTS (SELECT 1 FROM tokens t WHERE t.device_id = d.id) AS signed_in \
              FROM devices d WHERE d.account_id = ? ORDER BY d.name",
         )
         .bind(account_id)
@@ -1303,6 +1316,8 @@ impl MetaStore for SqliteMeta {
                     name: r.try_get("name")?,
                     created: r.try_get("created")?,
                     last_backup: r.try_get("last_backup")?,
+                    last_seen: r.try_get("last_seen")?,
+                    signed_in: r.try_get("signed_in")?,
                 })
             })
             .collect()
@@ -1314,28 +1329,139 @@ impl MetaStore for SqliteMeta {
         account_id: i64,
         device_id: i64,
     ) -> Result<(), StoreError> {
+        let now = self.clock.now();
         sqlx::query(
-            "INSERT INTO tokens (hash, account_id, device_id, created) VALUES (?, ?, ?, ?)",
+            "INSERT INTO tokens (hash, account_id, device_id, created, last_used) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(&hash[..])
         .bind(account_id)
         .bind(device_id)
-        .bind(now_secs())
+        .bind(now)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    async fn token_lookup(&self, hash: [u8; 32]) -> Result<Option<(i64, i64)>, StoreError> {
+    async fn token_lookup(&self, hash: [u8; 32]) -> Result<Option<TokenRow>, StoreError> {
         use rusqlite::OptionalExtension;
         self.lookups
             .run(move |c| {
-                let mut q =
-                    c.prepare_cached("SELECT account_id, device_id FROM tokens WHERE hash = ?1")?;
-                Ok(q.query_row([&hash[..]], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?)
+                let mut q = c.prepare_cached(
+                    "SELECT account_id, device_id, last_used FROM tokens WHERE hash = ?1",
+                )?;
+                Ok(q.query_row([&hash[..]], |r| {
+                    Ok(TokenRow {
+                        account_id: r.get(0)?,
+                        device_id: r.get(1)?,
+                        last_used: r.get(2)?,
+                    })
+                })
+                .optional()?)
             })
             .await
+    }
+
+    async fn token_touch(
+        &self,
+        hash: [u8; 32],
+        device_id: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE tokens SET last_used = ? WHERE hash = ?")
+            .bind(now)
+            .bind(&hash[..])
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE devices SET last_seen = ? WHERE id = ?")
+            .bind(now)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tokens_revoke(
+        &self,
+        account_id: i64,
+        scope: TokenScope,
+        reason: &str,
+    ) -> Result<Vec<[u8; 32]>, StoreError> {
+        let (filter, device) = match scope {
+            TokenScope::Device(d) => ("device_id = ?", d),
+            TokenScope::AllExcept(Some(d)) => ("device_id <> ?", d),
+            TokenScope::AllExcept(None) => ("? IS NOT NULL", 0),
+        };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let hashes: Vec<Vec<u8>> = sqlx::query_scalar(&format!(
+            "SELECT hash FROM tokens WHERE account_id = ? AND {filter}"
+        ))
+        .bind(account_id)
+        .bind(device)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT OR REPLACE INTO revoked_tokens (hash, account_id, device_id, revoked, reason) \
+             SELECT hash, account_id, device_id, ?, ? FROM tokens WHERE account_id = ? AND {filter}"
+        ))
+        .bind(self.clock.now())
+        .bind(reason)
+        .bind(account_id)
+        .bind(device)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "DELETE FROM tokens WHERE account_id = ? AND {filter}"
+        ))
+        .bind(account_id)
+        .bind(device)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(hashes
+            .into_iter()
+            .filter_map(|h| <[u8; 32]>::try_from(h).ok())
+            .collect())
+    }
+
+    async fn tokens_expire(&self, unused_since: i64) -> Result<Vec<(i64, [u8; 32])>, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query("SELECT account_id, hash FROM tokens WHERE last_used < ?")
+            .bind(unused_since)
+            .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO revoked_tokens (hash, account_id, device_id, revoked, reason) \
+             SELECT hash, account_id, device_id, ?, 'expired' FROM tokens WHERE last_used < ?",
+        )
+        .bind(self.clock.now())
+        .bind(unused_since)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM tokens WHERE last_used < ?")
+            .bind(unused_since)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let hash: Vec<u8> = r.try_get("hash")?;
+            if let Ok(h) = <[u8; 32]>::try_from(hash) {
+                out.push((r.try_get("account_id")?, h));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn token_revoked(&self, hash: [u8; 32]) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT reason FROM revoked_tokens WHERE hash = ?")
+                .bind(&hash[..])
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn blobs_missing(
@@ -1367,7 +1493,16 @@ impl MetaStore for SqliteMeta {
             Some(_) => used_in(&mut tx, account_id).await?,
             None => 0,
         };
-        let no = pack_add(&mut tx, account_id, &pack, object_key, size, session).await?;
+        let no = pack_add(
+            &mut tx,
+            account_id,
+            &pack,
+            object_key,
+            size,
+            session,
+            self.clock.now(),
+        )
+        .await?;
         let mut dup = 0;
         let mut new_bytes = 0u64;
         let ids: Vec<BlobId> = blobs.iter().map(|b| b.id).collect();
@@ -1423,7 +1558,8 @@ impl MetaStore for SqliteMeta {
         if let Some(q) = quota
             && new_bytes > 0
         {
-            let others = reserved_in(&mut tx, account_id, session.unwrap_or("")).await?;
+            let others =
+                reserved_in(&mut tx, account_id, session.unwrap_or(""), self.clock.now()).await?;
             let available = q.saturating_sub(used_before + others);
             if new_bytes > available {
                 // Dropping the transaction indexes nothing.
@@ -1451,7 +1587,7 @@ impl MetaStore for SqliteMeta {
             let n = sqlx::query(
                 "UPDATE sessions SET last_active = ? WHERE account_id = ? AND id = ? AND device_id = ? AND closed IS NULL",
             )
-            .bind(now_secs())
+            .bind(self.clock.now())
             .bind(account_id)
             .bind(r)
             .bind(device_id)
@@ -1470,8 +1606,8 @@ impl MetaStore for SqliteMeta {
                     .bind(account_id)
                     .bind(&id)
                     .bind(device_id)
-                    .bind(now_secs())
-                    .bind(now_secs())
+                    .bind(self.clock.now())
+                    .bind(self.clock.now())
                     .execute(&mut *tx)
                     .await?;
                 id
@@ -1480,7 +1616,7 @@ impl MetaStore for SqliteMeta {
         let available = match quota {
             Some(q) => {
                 let used = used_in(&mut tx, account_id).await?;
-                let others = reserved_in(&mut tx, account_id, &id).await?;
+                let others = reserved_in(&mut tx, account_id, &id, self.clock.now()).await?;
                 Some(q.saturating_sub(used + others))
             }
             None => None,
@@ -1516,7 +1652,7 @@ impl MetaStore for SqliteMeta {
 
     async fn session_touch(&self, account_id: i64, session: &str) -> Result<bool, StoreError> {
         let n = sqlx::query("UPDATE sessions SET last_active = ? WHERE account_id = ? AND id = ? AND closed IS NULL")
-            .bind(now_secs())
+            .bind(self.clock.now())
             .bind(account_id)
             .bind(session)
             .execute(&self.pool)
@@ -1621,7 +1757,7 @@ impl MetaStore for SqliteMeta {
             partial: new.partial,
             categories: &new.categories,
         };
-        insert_snapshot(&mut tx, a, &columns).await?;
+        insert_snapshot(&mut tx, a, &columns, self.clock.now()).await?;
         store_refs(
             &mut tx,
             a,
@@ -1648,7 +1784,7 @@ impl MetaStore for SqliteMeta {
         }
         if let Some(session) = new.session.as_ref().filter(|_| new.complete) {
             sqlx::query("UPDATE sessions SET closed = ? WHERE account_id = ? AND id = ?")
-                .bind(now_secs())
+                .bind(self.clock.now())
                 .bind(a)
                 .bind(session)
                 .execute(&mut *tx)
@@ -1737,7 +1873,7 @@ impl MetaStore for SqliteMeta {
     async fn usage(&self, account_id: i64) -> Result<Usage, StoreError> {
         let mut tx = self.pool.begin().await?;
         let used = used_in(&mut tx, account_id).await?;
-        let reserved = reserved_in(&mut tx, account_id, "").await?;
+        let reserved = reserved_in(&mut tx, account_id, "", self.clock.now()).await?;
         let physical: i64 =
             sqlx::query_scalar("SELECT COALESCE(SUM(size), 0) FROM packs WHERE account_id = ?")
                 .bind(account_id)
@@ -1867,7 +2003,7 @@ impl MetaStore for SqliteMeta {
         rows: &[CategoryRow],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let now = now_secs();
+        let now = self.clock.now();
         sqlx::query(
             "UPDATE device_categories SET files = 0, bytes = 0, new_bytes = 0, scanned = ? \
              WHERE account_id = ? AND device_id = ?",
@@ -1905,7 +2041,7 @@ impl MetaStore for SqliteMeta {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO attempts (account_id, device_id, started, finished, result, code, message, fix, \
-             snapshot_id, uploaded) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             snapshot_id, uploaded, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(account_id)
         .bind(device_id)
@@ -1917,6 +2053,7 @@ impl MetaStore for SqliteMeta {
         .bind(&a.fix)
         .bind(&a.snapshot)
         .bind(a.uploaded as i64)
+        .bind(a.received)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -1930,7 +2067,7 @@ impl MetaStore for SqliteMeta {
     ) -> Result<Vec<AttemptRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT d.name AS device, a.started, a.finished, a.result, a.code, a.message, a.fix, \
-             a.snapshot_id, a.uploaded FROM attempts a JOIN devices d ON d.id = a.device_id \
+             a.snapshot_id, a.uploaded, a.received FROM attempts a JOIN devices d ON d.id = a.device_id \
              WHERE a.account_id = ? AND (? IS NULL OR a.device_id = ?) \
              ORDER BY a.finished DESC, a.id DESC LIMIT ?",
         )
@@ -1952,6 +2089,7 @@ impl MetaStore for SqliteMeta {
                     fix: r.try_get("fix")?,
                     snapshot: r.try_get("snapshot_id")?,
                     uploaded: r.try_get::<i64, _>("uploaded")? as u64,
+                    received: r.try_get("received")?,
                 })
             })
             .collect()
@@ -2027,7 +2165,9 @@ impl MetaStore for SqliteMeta {
             partial: row.partial,
             categories: &row.categories,
         };
-        insert_snapshot(&mut tx, account_id, &columns).await?;
+        // A rebuilt record keeps when the server received the backup:
+        // expiry and retention count from it.
+        insert_snapshot(&mut tx, account_id, &columns, row.created).await?;
         store_refs(&mut tx, account_id, &row.id, None, refs).await?;
         tx.commit().await?;
         Ok(true)
@@ -2039,38 +2179,46 @@ impl MetaStore for SqliteMeta {
         account_id: i64,
         csrf: &str,
         expires: i64,
+        password_at: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         // Expired sessions and links are worthless: each new session
         // clears them, so the tables hold only live ones.
         for table in ["console_sessions", "console_links"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE expires <= ?"))
-                .bind(now_secs())
+                .bind(self.clock.now())
                 .execute(&mut *tx)
                 .await?;
         }
         sqlx::query(
-            "INSERT INTO console_sessions (hash, account_id, csrf, created, expires) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO console_sessions (hash, account_id, csrf, created, expires, password_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&hash[..])
         .bind(account_id)
         .bind(csrf)
-        .bind(now_secs())
+        .bind(self.clock.now())
         .bind(expires)
+        .bind(password_at)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(())
     }
 
-    async fn console_session(&self, hash: [u8; 32]) -> Result<Option<(i64, String)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT account_id, csrf FROM console_sessions WHERE hash = ? AND expires > ?",
+    async fn console_session(&self, hash: [u8; 32]) -> Result<Option<ConsoleSession>, StoreError> {
+        let row: Option<(i64, String, i64)> = sqlx::query_as(
+            "SELECT account_id, csrf, password_at FROM console_sessions WHERE hash = ? AND expires > ?",
         )
         .bind(&hash[..])
-        .bind(now_secs())
+        .bind(self.clock.now())
         .fetch_optional(&self.pool)
-        .await?)
+        .await?;
+        Ok(row.map(|(account_id, csrf, password_at)| ConsoleSession {
+            account_id,
+            csrf,
+            password_at,
+        }))
     }
 
     async fn console_session_delete(&self, hash: [u8; 32]) -> Result<(), StoreError> {
@@ -2102,12 +2250,12 @@ impl MetaStore for SqliteMeta {
             "SELECT account_id FROM console_links WHERE hash = ? AND used IS NULL AND expires > ?",
         )
         .bind(&hash[..])
-        .bind(now_secs())
+        .bind(self.clock.now())
         .fetch_optional(&mut *tx)
         .await?;
         if account.is_some() {
             sqlx::query("UPDATE console_links SET used = ? WHERE hash = ?")
-                .bind(now_secs())
+                .bind(self.clock.now())
                 .bind(&hash[..])
                 .execute(&mut *tx)
                 .await?;
@@ -2203,7 +2351,7 @@ impl MetaStore for SqliteMeta {
             sessions_expired: sqlx::query(
                 "UPDATE sessions SET closed = ? WHERE account_id = ? AND closed IS NULL AND last_active < ?",
             )
-            .bind(now_secs())
+            .bind(self.clock.now())
             .bind(account_id)
             .bind(session_cutoff)
             .execute(&mut *tx)
@@ -2268,7 +2416,16 @@ impl MetaStore for SqliteMeta {
         blobs: &[PackBlob],
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let new_no = pack_add(&mut tx, account_id, &new, new_key, new_size, None).await?;
+        let new_no = pack_add(
+            &mut tx,
+            account_id,
+            &new,
+            new_key,
+            new_size,
+            None,
+            self.clock.now(),
+        )
+        .await?;
         let Some(old_no) = pack_no(&mut tx, account_id, &old).await? else {
             // Nothing is indexed under the old pack: it holds nothing.
             tx.commit().await?;

@@ -4,8 +4,8 @@
 use haven_format::blob::BlobKind;
 use haven_format::{BlobId, PackId};
 use haven_store::meta::{
-    AttemptRow, BLOB_DAMAGED, BlobLocation, CategoryRow, EMAIL_TAKEN, INVITE_INVALID, NewAccount,
-    NewSnapshot, PackBlob, STORED_HASH_LEN,
+    AttemptRow, BLOB_DAMAGED, BlobLocation, CategoryRow, ConsoleSession, EMAIL_TAKEN,
+    INVITE_INVALID, NewAccount, NewSnapshot, PackBlob, STORED_HASH_LEN, TokenScope,
 };
 use haven_store::{LocalDirStore, MetaStore, ObjectStore, SqliteMeta, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -237,13 +237,24 @@ async fn meta_store_contract(m: &dyn MetaStore) {
     assert_eq!(da.id, da2.id);
     let (db, _) = m.device_upsert(b, "laptop").await.expect("device");
     m.token_create([5; 32], a, da.id).await.expect("token");
-    assert_eq!(
-        m.token_lookup([5; 32]).await.expect("lookup"),
-        Some((a, da.id))
-    );
-    m.console_session_create([6; 32], a, "csrf", i64::MAX)
+    let t = m
+        .token_lookup([5; 32])
+        .await
+        .expect("lookup")
+        .expect("token");
+    assert_eq!((t.account_id, t.device_id), (a, da.id));
+    assert!(t.last_used > 0, "a new sign-in counts as used now");
+    m.console_session_create([6; 32], a, "csrf", i64::MAX, 77)
         .await
         .expect("session");
+    assert_eq!(
+        m.console_session([6; 32]).await.expect("session"),
+        Some(ConsoleSession {
+            account_id: a,
+            csrf: "csrf".into(),
+            password_at: 77
+        })
+    );
     m.console_link_create([4; 32], a, i64::MAX)
         .await
         .expect("link");
@@ -256,10 +267,75 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         "a new password ends browser sessions"
     );
     assert_eq!(m.console_link_redeem([4; 32]).await.expect("link"), None);
+    assert!(
+        m.token_lookup([5; 32]).await.expect("lookup").is_some(),
+        "device sign-ins are the caller's to end (tokens_revoke)"
+    );
+    // Ending sign-ins: by device, all but one device, all; each remembers why.
+    let (dc, _) = m.device_upsert(a, "phone").await.expect("device");
+    m.token_create([9; 32], a, dc.id).await.expect("token");
+    m.token_create([10; 32], b, db.id).await.expect("token");
+    let devs = m.devices(a).await.expect("devices");
+    assert!(devs.iter().all(|d| d.signed_in), "{devs:?}");
     assert_eq!(
-        m.token_lookup([5; 32]).await.expect("lookup"),
-        None,
-        "a new password signs devices out"
+        m.tokens_revoke(a, TokenScope::Device(dc.id), "device_removed")
+            .await
+            .expect("revoke"),
+        vec![[9; 32]]
+    );
+    assert_eq!(m.token_lookup([9; 32]).await.expect("lookup"), None);
+    assert_eq!(
+        m.token_revoked([9; 32]).await.expect("why").as_deref(),
+        Some("device_removed")
+    );
+    let devs = m.devices(a).await.expect("devices");
+    assert!(
+        !devs
+            .iter()
+            .find(|d| d.id == dc.id)
+            .expect("phone")
+            .signed_in
+    );
+    assert_eq!(
+        m.tokens_revoke(a, TokenScope::AllExcept(Some(da.id)), "password_changed")
+            .await
+            .expect("revoke"),
+        Vec::<[u8; 32]>::new(),
+        "the laptop's sign-in stays"
+    );
+    assert!(m.token_lookup([5; 32]).await.expect("lookup").is_some());
+    assert_eq!(
+        m.tokens_revoke(a, TokenScope::AllExcept(None), "password_changed")
+            .await
+            .expect("revoke"),
+        vec![[5; 32]]
+    );
+    assert!(
+        m.token_lookup([10; 32]).await.expect("lookup").is_some(),
+        "another account's sign-ins are untouched"
+    );
+    assert_eq!(m.token_revoked([10; 32]).await.expect("why"), None);
+    // Use is recorded; unused sign-ins expire, across accounts.
+    m.token_touch([10; 32], db.id, 1_000).await.expect("touch");
+    assert_eq!(
+        m.token_lookup([10; 32])
+            .await
+            .expect("lookup")
+            .expect("token")
+            .last_used,
+        1_000
+    );
+    assert_eq!(
+        m.devices(b).await.expect("devices")[0].last_seen,
+        Some(1_000)
+    );
+    assert_eq!(
+        m.tokens_expire(1_001).await.expect("expire"),
+        vec![(b, [10; 32])]
+    );
+    assert_eq!(
+        m.token_revoked([10; 32]).await.expect("why").as_deref(),
+        Some("expired")
     );
 
     // Blobs are per account.
@@ -435,10 +511,12 @@ async fn meta_store_contract(m: &dyn MetaStore) {
         fix: "[]".into(),
         snapshot: None,
         uploaded: 0,
+        received: 123,
     };
     m.attempt_add(a, da.id, &attempt).await.expect("attempt");
     let listed = m.attempts(a, Some(da.id), 10).await.expect("attempts");
     assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].received, 123);
     assert_eq!(listed[0].device, "laptop");
     assert!(m.attempts(b, None, 10).await.expect("attempts").is_empty());
 
@@ -918,7 +996,7 @@ async fn a_new_console_session_clears_expired_sessions_and_links() {
         .account_create(&account("s@x"), None)
         .await
         .expect("create");
-    m.console_session_create([1; 32], a, "c1", 1)
+    m.console_session_create([1; 32], a, "c1", 1, 0)
         .await
         .expect("old");
     m.console_link_create([2; 32], a, 1)
@@ -927,7 +1005,7 @@ async fn a_new_console_session_clears_expired_sessions_and_links() {
     m.console_link_create([3; 32], a, i64::MAX)
         .await
         .expect("live link");
-    m.console_session_create([4; 32], a, "c4", i64::MAX)
+    m.console_session_create([4; 32], a, "c4", i64::MAX, 0)
         .await
         .expect("new");
     let mut db = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
@@ -945,7 +1023,11 @@ async fn a_new_console_session_clears_expired_sessions_and_links() {
     assert_eq!(hashes, vec![vec![4], vec![3]]);
     assert_eq!(
         m.console_session([4; 32]).await.expect("live"),
-        Some((a, "c4".to_string()))
+        Some(ConsoleSession {
+            account_id: a,
+            csrf: "c4".into(),
+            password_at: 0
+        })
     );
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod proxy;
+pub mod tls;
 pub mod tree;
 
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ impl TestServer {
             kdf_iterations: 1,
             // Tests keep every backup unless they test retention.
             keep_last: 1000,
+            // Tests move the server's clock with `advance_clock`.
+            clock: haven_store_clock(),
             ..Config::default()
         };
         tweak(&mut config);
@@ -92,9 +95,25 @@ impl TestServer {
         (server, report)
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://localhost:PORT` when the
+    /// server serves TLS (the test certificates name `localhost`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.config.tls_cert.is_some() {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+
+    /// Moves the server's clock by `secs` (negative: back). Devices keep
+    /// the real time: the server alone decides retention and expiry.
+    pub fn advance_clock(&self, secs: i64) {
+        self.config.clock.advance(secs);
+    }
+
+    /// Now by the server's clock.
+    pub fn now(&self) -> i64 {
+        self.config.clock.now()
     }
 
     /// Creates an invite through the server library (what `haven-server
@@ -107,6 +126,10 @@ impl TestServer {
         rt.block_on(haven_server::create_invite(&self.config, email, None))
             .unwrap()
     }
+}
+
+fn haven_store_clock() -> haven_server::config::Clock {
+    haven_server::config::Clock::movable()
 }
 
 /// Sends the server's log (warnings and errors; `HAVEN_LOG` sets the

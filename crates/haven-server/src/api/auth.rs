@@ -9,8 +9,9 @@ use axum::http::request::Parts;
 use haven_format::keys::{AuthKey, KdfParams};
 use haven_proto::*;
 use haven_store::StoreError;
-use haven_store::meta::{EMAIL_TAKEN, INVITE_INVALID, NewAccount};
+use haven_store::meta::{Account, EMAIL_TAKEN, INVITE_INVALID, NewAccount, TokenScope};
 use rand::RngCore;
+use std::net::SocketAddr;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
@@ -20,10 +21,42 @@ use crate::state::SharedState;
 pub struct Caller {
     pub account_id: i64,
     pub device_id: i64,
+    /// The request carried a valid proof of the password ([`GRANT_HEADER`]).
+    pub elevated: bool,
+    /// The peer's address, for the log.
+    pub peer: Option<SocketAddr>,
+}
+
+impl Caller {
+    /// Refuses with `password_required` unless the request proved the
+    /// password: what deletes or weakens backups needs more than a
+    /// device's token, which a thief with the laptop has.
+    pub fn require_password(&self) -> ApiResult<()> {
+        if self.elevated {
+            Ok(())
+        } else {
+            Err(ApiError::password_required())
+        }
+    }
+
+    /// The peer's address for the log ("-" when unknown).
+    pub fn addr(&self) -> String {
+        self.peer.map_or_else(|| "-".into(), |a| a.to_string())
+    }
 }
 
 pub fn token_hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+const DAY: i64 = 86_400;
+
+/// The peer address of a request, when the server knows it.
+pub fn peer(parts: &Parts) -> Option<SocketAddr> {
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
 }
 
 impl FromRequestParts<SharedState> for Caller {
@@ -36,14 +69,193 @@ impl FromRequestParts<SharedState> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or_else(ApiError::unauthorized)?;
-        match state.meta.token_lookup(token_hash(token.trim())).await? {
-            Some((account_id, device_id)) => Ok(Caller {
-                account_id,
-                device_id,
-            }),
-            None => Err(ApiError::unauthorized()),
+        let hash = token_hash(token.trim());
+        let now = state.now();
+        let Some(t) = state.meta.token_lookup(hash).await? else {
+            return Err(match state.meta.token_revoked(hash).await? {
+                Some(reason) => ApiError::token_revoked(&reason, state.config.token_days),
+                None => ApiError::unauthorized(),
+            });
+        };
+        let days = i64::from(state.config.token_days);
+        if days > 0 && now - t.last_used > days * DAY {
+            expire_tokens(state).await?;
+            return Err(ApiError::token_revoked("expired", state.config.token_days));
         }
+        // Last use is kept to the hour in the database and to the day in
+        // the metadata copy: a request costs no write.
+        if now - t.last_used >= 3600 {
+            state.meta.token_touch(hash, t.device_id, now).await?;
+            if now - t.last_used >= DAY {
+                crate::journal::token(state, &hash, t.account_id, t.device_id, now).await?;
+            }
+        }
+        let elevated = match parts.headers.get(GRANT_HEADER) {
+            Some(v) => {
+                check_grant(state, t.account_id, t.device_id, v.to_str().unwrap_or("")).await?
+            }
+            None => false,
+        };
+        Ok(Caller {
+            account_id: t.account_id,
+            device_id: t.device_id,
+            elevated,
+            peer: peer(parts),
+        })
     }
+}
+
+/// Ends every sign-in unused for `token_days` (metadata copies included);
+/// returns how many.
+pub async fn expire_tokens(state: &SharedState) -> ApiResult<usize> {
+    let days = i64::from(state.config.token_days);
+    if days == 0 {
+        return Ok(0);
+    }
+    let gone = state.meta.tokens_expire(state.now() - days * DAY).await?;
+    for (account_id, _) in &gone {
+        tracing::info!(
+            account_id,
+            "a device sign-in expired: unused for {days} days"
+        );
+    }
+    crate::journal::tokens_gone(state, &gone).await?;
+    Ok(gone.len())
+}
+
+/// The MAC of a grant: keyed by the server's secret, bound to the account,
+/// the device, the expiry and the account's current password hash (a new
+/// password voids every grant).
+fn grant_mac(state: &SharedState, account: &Account, device_id: i64, expires: i64) -> blake3::Hash {
+    let mut h = blake3::Hasher::new_keyed(&state.prelogin_secret);
+    h.update(b"haven grant\0");
+    h.update(&account.id.to_le_bytes());
+    h.update(&device_id.to_le_bytes());
+    h.update(&expires.to_le_bytes());
+    h.update(&account.auth_hash);
+    h.finalize()
+}
+
+async fn check_grant(
+    state: &SharedState,
+    account_id: i64,
+    device_id: i64,
+    grant: &str,
+) -> ApiResult<bool> {
+    let Some((expires, mac)) = grant.split_once('.') else {
+        return Ok(false);
+    };
+    let (Ok(expires), Ok(mac)) = (expires.parse::<i64>(), blake3::Hash::from_hex(mac)) else {
+        return Ok(false);
+    };
+    if expires <= state.now() {
+        return Ok(false);
+    }
+    let Some(account) = state.meta.account(account_id).await? else {
+        return Ok(false);
+    };
+    // blake3::Hash compares in constant time.
+    Ok(grant_mac(state, &account, device_id, expires) == mac)
+}
+
+/// `POST /v1/auth/elevate`: the password proved again by a signed-in
+/// device, for a grant that lets it delete or weaken backups for
+/// `grant_minutes`.
+pub async fn elevate(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Json(req): Json<ElevateRequest>,
+) -> ApiResult<Json<ElevateResponse>> {
+    let key = key32(&req.auth_key, "auth_key")?;
+    let account = state
+        .meta
+        .account(caller.account_id)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    if !hash_matches(&account.auth_hash, &key) {
+        tracing::warn!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), "wrong password to confirm a destructive action");
+        return Err(ApiError::wrong_password());
+    }
+    let expires = state.now() + i64::from(state.config.grant_minutes) * 60;
+    let mac = grant_mac(&state, &account, caller.device_id, expires);
+    Ok(Json(ElevateResponse {
+        grant: format!("{expires}.{}", mac.to_hex()),
+        expires: super::rfc3339(expires),
+    }))
+}
+
+/// The KDF floor every path that sets a password enforces: the server's
+/// own parameters, or the format's floor if those are lower.
+fn check_kdf_floor(state: &SharedState, kdf: &KdfParams) -> ApiResult<()> {
+    if kdf.memory_kib < state.config.kdf_memory_kib.min(KdfParams::FLOOR_MEMORY_KIB)
+        || kdf.iterations < state.config.kdf_iterations.min(KdfParams::FLOOR_ITERATIONS)
+    {
+        return Err(ApiError::bad_request(
+            "The key-derivation parameters are weaker than this server allows.",
+        ));
+    }
+    kdf.check(true)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// `POST /v1/auth/password` (token and grant): replaces the password. The
+/// master key is re-wrapped by the client; the recovery key stays valid.
+/// Every other device is signed out unless the request says not to.
+pub async fn change_password(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Json(req): Json<ChangePasswordRequest>,
+) -> ApiResult<Json<ChangePasswordResponse>> {
+    caller.require_password()?;
+    let np = &req.new_password;
+    check_kdf_floor(&state, &np.kdf)?;
+    let wrapped = hex::decode(&np.wrapped_master_key)
+        .map_err(|_| ApiError::bad_request("wrapped_master_key must be hex."))?;
+    if wrapped.len() > 256 {
+        return Err(ApiError::bad_request("Wrapped keys are at most 256 bytes."));
+    }
+    let kdf = serde_json::to_string(&np.kdf).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let auth_hash = key32(&np.auth_key, "auth_key")?.server_hash();
+    let mut signed_out = 0;
+    if req.sign_out_other_devices {
+        signed_out = revoke(
+            &state,
+            caller.account_id,
+            TokenScope::AllExcept(Some(caller.device_id)),
+            "password_changed",
+        )
+        .await?;
+    }
+    state
+        .meta
+        .account_set_password(caller.account_id, &kdf, auth_hash, &wrapped)
+        .await?;
+    crate::journal::account(&state, caller.account_id).await?;
+    tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), signed_out, "password changed");
+    Ok(Json(ChangePasswordResponse {
+        signed_out: signed_out as u32,
+    }))
+}
+
+/// Ends sign-ins of an account: the metadata copies first, so that a
+/// rebuilt database never brings them back, then the database, which
+/// remembers why for the devices that try them.
+pub async fn revoke(
+    state: &SharedState,
+    account_id: i64,
+    scope: TokenScope,
+    reason: &str,
+) -> ApiResult<usize> {
+    crate::journal::tokens_revoked(state, account_id, scope).await?;
+    let gone: Vec<(i64, [u8; 32])> = state
+        .meta
+        .tokens_revoke(account_id, scope, reason)
+        .await?
+        .into_iter()
+        .map(|h| (account_id, h))
+        .collect();
+    crate::journal::tokens_gone(state, &gone).await?;
+    Ok(gone.len())
 }
 
 fn normalize_email(email: &str) -> ApiResult<String> {
@@ -114,12 +326,17 @@ async fn issue_token(
     let (dev, existed) = state.meta.device_upsert(account_id, device).await?;
     if !existed {
         crate::journal::device(state, &dev).await?;
+    } else {
+        // One sign-in per device: a new one replaces the old, so a device
+        // signed in again (a wiped laptop, or a thief's copy of the old
+        // state) leaves no second key behind.
+        revoke(state, account_id, TokenScope::Device(dev.id), "replaced").await?;
     }
     let mut t = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut t);
     let token = hex::encode(t);
     let hash = token_hash(&token);
-    crate::journal::token(state, &hash, account_id, dev.id).await?;
+    crate::journal::token(state, &hash, account_id, dev.id, state.now()).await?;
     state.meta.token_create(hash, account_id, dev.id).await?;
     Ok(LoginResponse {
         token,
@@ -134,6 +351,7 @@ async fn issue_token(
 /// `POST /v1/auth/signup`.
 pub async fn signup(
     State(state): State<SharedState>,
+    from: Peer,
     Json(req): Json<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<LoginResponse>)> {
     let email = normalize_email(&req.email)?;
@@ -148,16 +366,7 @@ pub async fn signup(
     };
     // The client chose the parameters from our prelogin answer; we refuse
     // ones weaker than what the server itself hands out.
-    if req.kdf.memory_kib < state.config.kdf_memory_kib.min(KdfParams::FLOOR_MEMORY_KIB)
-        || req.kdf.iterations < state.config.kdf_iterations.min(KdfParams::FLOOR_ITERATIONS)
-    {
-        return Err(ApiError::bad_request(
-            "The key-derivation parameters are weaker than this server allows.",
-        ));
-    }
-    req.kdf
-        .check(true)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check_kdf_floor(&state, &req.kdf)?;
     let wrapped = hex::decode(&req.wrapped_master_key)
         .map_err(|_| ApiError::bad_request("wrapped_master_key must be hex."))?;
     let rwrapped = hex::decode(&req.recovery_wrapped_master_key)
@@ -194,7 +403,7 @@ pub async fn signup(
         Err(e) => return Err(e.into()),
     };
     crate::journal::account(&state, account_id).await?;
-    tracing::info!(account_id, "account created");
+    tracing::info!(account_id, addr = %from.text(), "account created");
     Ok((
         StatusCode::CREATED,
         Json(issue_token(&state, account_id, &req.device, &wrapped).await?),
@@ -222,9 +431,28 @@ pub async fn check_password(
     }
 }
 
+/// The peer's address of a request, for the log.
+pub struct Peer(pub Option<SocketAddr>);
+
+impl Peer {
+    /// The address, or "-" when unknown.
+    pub fn text(&self) -> String {
+        self.0.map_or_else(|| "-".into(), |a| a.to_string())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer(parts)))
+    }
+}
+
 /// `POST /v1/auth/login`.
 pub async fn login(
     State(state): State<SharedState>,
+    from: Peer,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let email = normalize_email(&req.email)?;
@@ -232,16 +460,22 @@ pub async fn login(
     let key = key32(&req.auth_key, "auth_key")?;
     let account = state.meta.account_by_email(&email).await?;
     match account {
-        Some(a) if hash_matches(&a.auth_hash, &key) => Ok(Json(
-            issue_token(&state, a.id, &req.device, &a.wrapped_key).await?,
-        )),
-        _ => Err(ApiError::wrong_password()),
+        Some(a) if hash_matches(&a.auth_hash, &key) => {
+            let r = issue_token(&state, a.id, &req.device, &a.wrapped_key).await?;
+            tracing::info!(account_id = a.id, device_id = r.device_id, addr = %from.text(), "device signed in");
+            Ok(Json(r))
+        }
+        _ => {
+            tracing::warn!(email = %email, addr = %from.text(), "sign-in with a wrong email or password");
+            Err(ApiError::wrong_password())
+        }
     }
 }
 
 /// `POST /v1/auth/recover`.
 pub async fn recover(
     State(state): State<SharedState>,
+    from: Peer,
     Json(req): Json<RecoverRequest>,
 ) -> ApiResult<Json<RecoverResponse>> {
     let email = normalize_email(&req.email)?;
@@ -249,15 +483,14 @@ pub async fn recover(
     let account = match state.meta.account_by_email(&email).await? {
         Some(a) if hash_matches(&a.recovery_auth_hash, &key) => a,
         _ => {
+            tracing::warn!(email = %email, addr = %from.text(), "recovery with a wrong email or recovery key");
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::WrongPassword, "The email or recovery key is wrong.")
                 .fix("Check the email and the recovery key you saved at sign-up (64 hex digits; dashes and spaces do not matter)."));
         }
     };
     let mut changed = false;
     if let Some(np) = &req.new_password {
-        np.kdf
-            .check(true)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        check_kdf_floor(&state, &np.kdf)?;
         let wrapped = hex::decode(&np.wrapped_master_key)
             .map_err(|_| ApiError::bad_request("wrapped_master_key must be hex."))?;
         if wrapped.len() > 256 {
@@ -265,9 +498,13 @@ pub async fn recover(
         }
         let kdf =
             serde_json::to_string(&np.kdf).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        // Sign-ins go from the copy first: a rebuilt database must never
-        // bring back a sign-in that the password change revoked.
-        crate::journal::tokens_cleared(&state, account.id).await?;
+        revoke(
+            &state,
+            account.id,
+            TokenScope::AllExcept(None),
+            "password_changed",
+        )
+        .await?;
         state
             .meta
             .account_set_password(
@@ -280,6 +517,7 @@ pub async fn recover(
         crate::journal::account(&state, account.id).await?;
         tracing::info!(
             account_id = account.id,
+            addr = %from.text(),
             "password reset with the recovery key"
         );
         changed = true;

@@ -40,9 +40,46 @@ pub async fn devices(
                 name: d.name,
                 created: rfc3339(d.created),
                 last_backup: d.last_backup.map(rfc3339),
+                last_seen: d.last_seen.map(rfc3339),
+                signed_in: d.signed_in,
             })
             .collect(),
     ))
+}
+
+/// `DELETE /v1/devices/{name}` (password): signs the device out at once.
+/// Its backups stay (they expire as any device's that stopped backing
+/// up); the device can sign in again with the password.
+pub async fn remove_device(
+    State(state): State<SharedState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<DeviceInfo>> {
+    caller.require_password()?;
+    let device = super::device_id(&state, &caller, Some(&name)).await?;
+    let n = super::auth::revoke(
+        &state,
+        caller.account_id,
+        haven_store::meta::TokenScope::Device(device),
+        "device_removed",
+    )
+    .await?;
+    tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), removed = %name, sign_ins = n, "device signed out");
+    let d = state
+        .meta
+        .devices(caller.account_id)
+        .await?
+        .into_iter()
+        .find(|d| d.id == device)
+        .ok_or_else(|| ApiError::not_found("device"))?;
+    Ok(Json(DeviceInfo {
+        id: d.id,
+        name: d.name,
+        created: rfc3339(d.created),
+        last_backup: d.last_backup.map(rfc3339),
+        last_seen: d.last_seen.map(rfc3339),
+        signed_in: d.signed_in,
+    }))
 }
 
 /// `POST /v1/blobs/missing`.
@@ -191,6 +228,7 @@ fn record(r: SnapshotRow) -> SnapshotRecord {
         device: r.device,
         device_id: r.device_id,
         time: rfc3339(r.time),
+        received: Some(rfc3339(r.created)),
         files: r.files,
         bytes: r.bytes,
         snapshot_blob: r.snapshot_blob,
@@ -413,8 +451,9 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     check_snapshot_id(&id)?;
+    caller.require_password()?;
     if crate::journal::delete_snapshot(&state, caller.account_id, &id).await? {
-        tracing::info!(account_id = caller.account_id, snapshot = %id, "snapshot deleted");
+        tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), snapshot = %id, "backup deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("backup"))

@@ -27,7 +27,13 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/auth/signup", post(auth::signup))
         .route("/v1/auth/login", post(auth::login))
         .route("/v1/auth/recover", post(auth::recover))
+        .route("/v1/auth/elevate", post(auth::elevate))
+        .route("/v1/auth/password", post(auth::change_password))
         .route("/v1/devices", get(backup::devices))
+        .route(
+            "/v1/devices/{name}",
+            axum::routing::delete(backup::remove_device),
+        )
         .route("/v1/blobs/missing", post(backup::missing))
         .route("/v1/blobs/fetch", post(backup::fetch))
         .route(

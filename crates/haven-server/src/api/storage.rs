@@ -11,7 +11,7 @@ use haven_store::meta::{AttemptRow, CategoryRow};
 use serde::Deserialize;
 
 use super::auth::Caller;
-use super::{device_id, parse_rfc3339, rfc3339};
+use super::{device_id, parse_rfc3339, quota, rfc3339};
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
@@ -100,11 +100,7 @@ pub async fn usage_of(state: &SharedState, account_id: i64) -> ApiResult<UsageRe
             .map(|(device, bytes)| DeviceUsage { device, bytes })
             .collect(),
         categories,
-        expiring: crate::retention::expiring(
-            state.config.expire_days,
-            haven_store::now_secs(),
-            &devices,
-        ),
+        expiring: crate::retention::expiring(state.config.expire_days, state.now(), &devices),
     })
 }
 
@@ -170,6 +166,10 @@ pub async fn set_plan(
         )
         .fix("Ask the operator: `haven-server user set-plan EMAIL PLAN`."));
     }
+    let current = quota(&state, caller.account_id).await?;
+    if current.is_some_and(|q| plan.quota_bytes < q) {
+        caller.require_password()?;
+    }
     let used = state.meta.usage(caller.account_id).await?.used;
     if used > plan.quota_bytes {
         let mut e = ApiError::quota_exceeded(used - plan.quota_bytes, 0);
@@ -188,7 +188,7 @@ pub async fn set_plan(
         .account_set_plan(caller.account_id, Some(&plan.name))
         .await?;
     crate::journal::account(&state, caller.account_id).await?;
-    tracing::info!(account_id = caller.account_id, plan = %plan.name, "plan changed by the user");
+    tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), plan = %plan.name, "plan changed by the user");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -234,7 +234,13 @@ pub async fn set_category(
     Json(req): Json<SetCategoryRequest>,
 ) -> ApiResult<Json<Vec<CategoryInfo>>> {
     check_category(&name)?;
+    if !req.enabled {
+        caller.require_password()?;
+    }
     let device = device_id(&state, &caller, q.device.as_deref()).await?;
+    if !req.enabled {
+        tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), category = %name, of_device = device, "category switched off");
+    }
     state
         .meta
         .category_set(caller.account_id, device, &name, req.enabled)
@@ -305,6 +311,7 @@ pub async fn add_attempt(
         .unwrap_or_else(|_| "[]".into()),
         snapshot: a.snapshot.filter(|s| is_valid_id(s)),
         uploaded: a.uploaded_bytes,
+        received: state.now(),
     };
     state
         .meta
@@ -343,5 +350,6 @@ pub fn attempt(r: AttemptRow) -> Attempt {
         fix: serde_json::from_str(&r.fix).unwrap_or_default(),
         snapshot: r.snapshot,
         uploaded_bytes: r.uploaded,
+        received: Some(rfc3339(r.received)),
     }
 }

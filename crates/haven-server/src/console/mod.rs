@@ -42,6 +42,7 @@ pub fn router() -> Router<SharedState> {
         .route("/devices", get(pages::devices))
         .route("/devices/{name}", get(pages::device))
         .route("/devices/{name}/categories", post(pages::save_categories))
+        .route("/devices/{name}/signout", post(pages::sign_out_device))
         .route(
             "/devices/{name}/categories/{category}",
             post(pages::toggle_category),
@@ -94,6 +95,32 @@ pub struct WebUser {
     pub account: Account,
     pub session: [u8; 32],
     pub csrf: String,
+    /// When this session last proved the password (0: a one-time link).
+    pub password_at: i64,
+}
+
+impl WebUser {
+    /// The password was proved within `grant_minutes`: what deletes or
+    /// weakens backups may go ahead.
+    pub fn password_is_recent(&self, state: &SharedState) -> bool {
+        self.password_at > 0
+            && state.now() - self.password_at <= i64::from(state.config.grant_minutes) * 60
+    }
+}
+
+/// Sends the browser to the sign-in page to prove the password again,
+/// then back to `next` (a path of this console). An htmx request is told
+/// to navigate instead of swapping the sign-in page into a fragment.
+pub fn confirm_password(headers: &HeaderMap, next: &str) -> Response {
+    let to = format!("/signin?next={}", haven_proto::units::path_escape(next));
+    if headers.contains_key("hx-request") {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            r.headers_mut().insert("hx-redirect", v);
+        }
+        return r;
+    }
+    Redirect::to(&to).into_response()
 }
 
 fn cookie(headers: &HeaderMap) -> Option<String> {
@@ -124,14 +151,15 @@ pub async fn web_user(state: &SharedState, headers: &HeaderMap) -> Result<WebUse
         .console_session(session)
         .await
         .map_err(|e| problem_from(ApiError::from(e)))?;
-    let Some((account_id, csrf)) = found else {
+    let Some(found) = found else {
         return Err(to_signin());
     };
-    match state.meta.account(account_id).await {
+    match state.meta.account(found.account_id).await {
         Ok(Some(account)) => Ok(WebUser {
             account,
             session,
-            csrf,
+            csrf: found.csrf,
+            password_at: found.password_at,
         }),
         Ok(None) => Err(to_signin()),
         Err(e) => Err(problem_from(ApiError::from(e))),
@@ -158,11 +186,14 @@ pub fn check_csrf(user: &WebUser, headers: &HeaderMap, form: Option<&str>) -> Re
     }
 }
 
-fn secure(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+/// The browser reached the console over HTTPS: served by this server
+/// itself, or by a proxy in front that says so.
+fn secure(state: &SharedState, headers: &HeaderMap) -> bool {
+    state.config.tls_cert.is_some()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
 fn random_hex(n: usize) -> String {
@@ -176,6 +207,7 @@ async fn start_session(
     state: &SharedState,
     account_id: i64,
     headers: &HeaderMap,
+    password_at: i64,
 ) -> Result<HeaderValue, ApiError> {
     let token = random_hex(32);
     state
@@ -184,12 +216,17 @@ async fn start_session(
             hash(&token),
             account_id,
             &random_hex(16),
-            haven_store::now_secs() + SESSION_SECS,
+            state.now() + SESSION_SECS,
+            password_at,
         )
         .await?;
     let value = format!(
         "{COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_SECS}{}",
-        if secure(headers) { "; Secure" } else { "" }
+        if secure(state, headers) {
+            "; Secure"
+        } else {
+            ""
+        }
     );
     HeaderValue::from_str(&value).map_err(|_| ApiError::bad_request("cookie"))
 }
@@ -204,12 +241,19 @@ struct SignIn {
 /// derived, checked like a login; answers with the session cookie.
 async fn signin(
     State(state): State<SharedState>,
+    from: crate::api::auth::Peer,
     headers: HeaderMap,
     axum::Json(req): axum::Json<SignIn>,
 ) -> Result<Response, ApiError> {
-    let account = crate::api::auth::check_password(&state, &req.email, &req.auth_key).await?;
-    let cookie = start_session(&state, account.id, &headers).await?;
-    tracing::info!(account_id = account.id, "console sign-in");
+    let account = match crate::api::auth::check_password(&state, &req.email, &req.auth_key).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(addr = %from.text(), "console sign-in with a wrong email or password");
+            return Err(e);
+        }
+    };
+    let cookie = start_session(&state, account.id, &headers, state.now()).await?;
+    tracing::info!(account_id = account.id, addr = %from.text(), "console sign-in");
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, cookie)]).into_response())
 }
 
@@ -250,7 +294,7 @@ async fn create_link(
     headers: HeaderMap,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     let token = random_hex(32);
-    let expires = haven_store::now_secs() + LINK_SECS;
+    let expires = state.now() + LINK_SECS;
     state
         .meta
         .console_link_create(hash(&token), caller.account_id, expires)
@@ -259,7 +303,11 @@ async fn create_link(
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("127.0.0.1");
-    let scheme = if secure(&headers) { "https" } else { "http" };
+    let scheme = if secure(&state, &headers) {
+        "https"
+    } else {
+        "http"
+    };
     Ok(axum::Json(serde_json::json!({
         "url": format!("{scheme}://{host}/link/{token}"),
         "token": token,
@@ -274,7 +322,7 @@ async fn link(
     Path(token): Path<String>,
 ) -> Response {
     match state.meta.console_link_redeem(hash(&token)).await {
-        Ok(Some(account_id)) => match start_session(&state, account_id, &headers).await {
+        Ok(Some(account_id)) => match start_session(&state, account_id, &headers, 0).await {
             Ok(cookie) => ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response(),
             Err(e) => problem_from(e),
         },

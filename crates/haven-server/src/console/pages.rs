@@ -10,7 +10,7 @@ use haven_store::meta::CategoryRow;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{WebUser, check_csrf, page, problem, problem_from, size, web_user};
+use super::{WebUser, check_csrf, confirm_password, page, problem, problem_from, size, web_user};
 use crate::api::rfc3339;
 use crate::state::SharedState;
 use haven_proto::units::path_escape;
@@ -35,11 +35,24 @@ macro_rules! or_problem {
 
 const DAY: i64 = 86_400;
 
-/// `GET /signin`.
-pub async fn signin_page() -> Markup {
+#[derive(Deserialize)]
+pub struct Next {
+    next: Option<String>,
+}
+
+/// `GET /signin[?next=PATH]`: with `next`, the password is asked again
+/// before an action that deletes or weakens backups, and the page goes
+/// back there once it is proved.
+pub async fn signin_page(Query(q): Query<Next>) -> Markup {
+    let again = q.next.is_some();
     let body = html! {
         div.signin.card {
-            h1 { "Sign in to Haven" }
+            @if again {
+                h1 { "Confirm your password" }
+                p { "Deleting backups, signing devices out, switching categories off and moving to a smaller plan need your password again when you signed in more than a few minutes ago." }
+            } @else {
+                h1 { "Sign in to Haven" }
+            }
             // No `name` on the password field and no form action: even
             // without JavaScript the password is never submitted.
             form #signin {
@@ -170,6 +183,10 @@ pub async fn change_plan(
             "Pick one of the plans listed.",
         );
     };
+    let current = or_problem!(crate::api::quota(&state, user.account.id).await);
+    if current.is_some_and(|q| plan.quota_bytes < q) && !user.password_is_recent(&state) {
+        return confirm_password(&headers, "/");
+    }
     let used = or_problem!(state.meta.usage(user.account.id).await).used;
     if used > plan.quota_bytes {
         return problem(
@@ -190,6 +207,7 @@ pub async fn change_plan(
             .await
     );
     or_problem!(crate::journal::account(&state, user.account.id).await);
+    tracing::info!(account_id = user.account.id, plan = %plan.name, "plan changed in the console");
     Redirect::to("/").into_response()
 }
 
@@ -203,7 +221,7 @@ fn last<'a>(attempts: &'a [Attempt], results: &[&str]) -> Option<&'a Attempt> {
 pub async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Response {
     let user = signed_in!(state, headers);
     let devs = or_problem!(state.meta.devices(user.account.id).await);
-    let now = haven_store::now_secs();
+    let now = state.now();
     let mut rows = Vec::new();
     for d in &devs {
         let attempts: Vec<Attempt> =
@@ -311,6 +329,38 @@ async fn device_id(state: &SharedState, user: &WebUser, name: &str) -> Result<i6
 pub struct Deleted {
     deleted: Option<String>,
     freed: Option<u64>,
+    signed_out: Option<u8>,
+}
+
+/// `POST /devices/{name}/signout` (password): ends the device's sign-in.
+pub async fn sign_out_device(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    axum::Form(f): axum::Form<CsrfOnly>,
+) -> Response {
+    let user = signed_in!(state, headers);
+    if let Err(r) = check_csrf(&user, &headers, Some(&f.csrf)) {
+        return r;
+    }
+    if !user.password_is_recent(&state) {
+        return confirm_password(&headers, &format!("/devices/{}", path_escape(&name)));
+    }
+    let id = match device_id(&state, &user, &name).await {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let n = or_problem!(
+        crate::api::auth::revoke(
+            &state,
+            user.account.id,
+            haven_store::meta::TokenScope::Device(id),
+            "device_removed",
+        )
+        .await
+    );
+    tracing::info!(account_id = user.account.id, device = %name, sign_ins = n, "device signed out in the console");
+    Redirect::to(&format!("/devices/{}?signed_out=1", path_escape(&name))).into_response()
 }
 
 /// `GET /devices/{name}`.
@@ -334,12 +384,30 @@ pub async fn device(
         ));
     }
     let healing = backups.iter().any(|b| b.health != "ok");
+    let signed_in = or_problem!(state.meta.devices(user.account.id).await)
+        .iter()
+        .any(|d| d.id == id && d.signed_in);
     let body = html! {
         h1 { (name) }
         @if let (Some(d), Some(f)) = (&q.deleted, q.freed) {
             p.warn role="status" { "Deleted backup " (d.chars().take(8).collect::<String>()) "; " (size(f)) " freed." }
         }
+        @if q.signed_out.is_some() {
+            p.warn role="status" { (name) " was signed out: it stops backing up until it signs in again with the password." }
+        }
         (categories_fragment(&name, &cats, &user.csrf))
+        section.card aria-labelledby="s-h" {
+            h2 #s-h { "Sign-in" }
+            @if signed_in {
+                p { "This device is signed in and can back up. If it was lost or stolen, sign it out: it can then neither back up nor read your backups' list, and signing in again needs the password." }
+                form method="post" action=(format!("/devices/{}/signout", path_escape(&name))) {
+                    input type="hidden" name="csrf" value=(user.csrf);
+                    button.danger type="submit" { "Sign this device out" }
+                }
+            } @else {
+                p.muted { "Signed out. It can sign in again with " code { "haven login" } " and the password." }
+            }
+        }
         section.card aria-labelledby="b-h" {
             h2 #b-h { "Backups" }
             @if healing {
@@ -399,6 +467,9 @@ pub async fn toggle_category(
         Err(r) => return r,
     };
     let enabled = f.enabled.as_deref() == Some("true");
+    if !enabled && !user.password_is_recent(&state) {
+        return confirm_password(&headers, &format!("/devices/{}", path_escape(&name)));
+    }
     or_problem!(
         state
             .meta
@@ -435,6 +506,12 @@ pub async fn save_categories(
         .map(|(_, v)| v.as_str())
         .collect();
     let cats = or_problem!(state.meta.categories(user.account.id, id).await);
+    let switches_off = cats
+        .iter()
+        .any(|c| c.enabled && !on.contains(&c.name.as_str()));
+    if switches_off && !user.password_is_recent(&state) {
+        return confirm_password(&headers, &format!("/devices/{}", path_escape(&name)));
+    }
     for c in &cats {
         let want = on.contains(&c.name.as_str());
         if want != c.enabled {
@@ -483,6 +560,12 @@ pub async fn confirm_delete(
     Path((name, id)): Path<(String, String)>,
 ) -> Response {
     let user = signed_in!(state, headers);
+    if !user.password_is_recent(&state) {
+        return confirm_password(
+            &headers,
+            &format!("/devices/{}/backups/{id}/delete", path_escape(&name)),
+        );
+    }
     let b = match backup_of(&state, &user, &name, &id).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -518,6 +601,12 @@ pub async fn delete_backup(
     let user = signed_in!(state, headers);
     if let Err(r) = check_csrf(&user, &headers, Some(&f.csrf)) {
         return r;
+    }
+    if !user.password_is_recent(&state) {
+        return confirm_password(
+            &headers,
+            &format!("/devices/{}/backups/{id}/delete", path_escape(&name)),
+        );
     }
     let b = match backup_of(&state, &user, &name, &id).await {
         Ok(b) => b,
@@ -589,7 +678,7 @@ pub async fn admin(
         );
     }
     let days = q.days.unwrap_or(7).clamp(1, 36_500);
-    let now = haven_store::now_secs();
+    let now = state.now();
     let accounts = or_problem!(state.meta.accounts().await);
     let mut users = Vec::new();
     let mut stale = Vec::new();

@@ -52,6 +52,7 @@ pub fn sign_up_and_upload(
         "correct horse battery",
         "laptop",
         None,
+        &Default::default(),
     )?;
     let keys = signed.profile.master_key()?.keys();
     let remote = HttpRemote::new(url, Some(signed.profile.token.clone()))?;
