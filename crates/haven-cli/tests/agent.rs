@@ -276,10 +276,9 @@ fn failures_back_off_and_notify_once_per_reason() {
 
 #[test]
 fn a_device_without_a_recent_backup_warns_once() {
-    let (tmp, _server, dev) = signed_up(Path::new(BIN), "stale@example.org");
+    let (tmp, server, dev) = signed_up(Path::new(BIN), "stale@example.org");
     let home = home_with(tmp.path(), &[("Documents/a.txt", text(1000, 1))]);
-    let four_days_ago = std::time::SystemTime::now() - Duration::from_secs(4 * 86_400);
-    let out = dev.backup_at(&home, four_days_ago);
+    let out = dev.backup_received_ago(&server, &home, 4 * 86_400);
     assert!(out.status.success());
     let cond = tmp.path().join("conditions.json");
     conditions(&cond, false, true, false);

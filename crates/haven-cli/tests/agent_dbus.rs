@@ -94,7 +94,7 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn the_agent_reads_logind_networkmanager_and_sysfs_and_notifies_over_dbus() {
-    let (tmp, _server, dev) = signed_up(Path::new(BIN), "dbus@example.org");
+    let (tmp, server, dev) = signed_up(Path::new(BIN), "dbus@example.org");
     let home = tmp.path().join("home");
     fs::create_dir_all(home.join("Documents")).unwrap();
     fs::write(home.join("Documents/a.txt"), text(5000, 1)).unwrap();
@@ -171,8 +171,7 @@ fn the_agent_reads_logind_networkmanager_and_sysfs_and_notifies_over_dbus() {
         }
     }
     // Backed up 4 days ago: the agent warns over D-Bus.
-    let four_days_ago = std::time::SystemTime::now() - Duration::from_secs(4 * 86_400);
-    let out = dev.backup_at(&home, four_days_ago);
+    let out = dev.backup_received_ago(&server, &home, 4 * 86_400);
     assert!(out.status.success());
 
     let _agent = Kill(

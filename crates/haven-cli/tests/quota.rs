@@ -389,15 +389,12 @@ fn retention_prunes_what_the_policy_says_and_nothing_else() {
     );
     dev.signup("keep@example.org", "laptop");
     let home = tmp.path().join("home");
-    let now = std::time::SystemTime::now();
     let mut ids = Vec::new();
     let mut pruned = Vec::new();
-    for (i, days) in [20u64, 10, 9, 2, 1].into_iter().enumerate() {
+    // Ages count from when the server received each backup, by its clock.
+    for (i, days) in [20i64, 10, 9, 2, 1].into_iter().enumerate() {
         write(&home.join("Documents/log.txt"), &text(10_000 + i, i as u64));
-        let out = dev.backup_at(
-            &home,
-            now - std::time::Duration::from_secs(days * 86_400 + 60),
-        );
+        let out = dev.backup_received_ago(&server, &home, days * 86_400 + 60);
         assert!(
             out.status.success(),
             "{}",
@@ -414,18 +411,19 @@ fn retention_prunes_what_the_policy_says_and_nothing_else() {
                 .collect::<Vec<_>>(),
         );
     }
-    // Keep the last 2, plus the newest of each of the last 2 weeks.
+    // Keep the last 2, plus the newest of each of the last 2 weeks, by
+    // the server's clock at each commit.
     assert_eq!(pruned[0], Vec::<String>::new());
     assert_eq!(pruned[1], Vec::<String>::new());
     assert_eq!(
         pruned[2],
-        vec![ids[0].clone()],
-        "20 days old: beyond both rules"
+        Vec::<String>::new(),
+        "at day -9, the 20-day-old backup is 11 days old: the newest of week 1"
     );
     assert_eq!(
         pruned[3],
-        vec![ids[1].clone()],
-        "10 days: not last, not newest of week 1"
+        vec![ids[1].clone(), ids[0].clone()],
+        "at day -2: 10 days is neither last nor newest of week 1; 20 days is past week 1"
     );
     assert_eq!(pruned[4], Vec::<String>::new());
     let left: Vec<String> = dev

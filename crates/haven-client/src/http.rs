@@ -122,12 +122,11 @@ enum TlsFailure {
     Handshake,
 }
 
-/// Whether a request failed in the TLS handshake, and how. rustls's error
-/// sits inside an `io::Error` somewhere in the chain (whose `source()`
-/// skips it), so each `io::Error` is opened too.
+/// Whether a request failed in the TLS handshake, and how: rustls's error
+/// sits in the chain of sources, inside `io::Error`s.
 fn tls_failure(e: &reqwest::Error) -> Option<TlsFailure> {
     let classify = |r: &rustls::Error| match r {
-        rustls::Error::InvalidCertificate(c) => TlsFailure::Untrusted(format!("{c:?}")),
+        rustls::Error::InvalidCertificate(_) => TlsFailure::Untrusted(r.to_string()),
         rustls::Error::NoCertificatesPresented => TlsFailure::Untrusted("it presented none".into()),
         _ => TlsFailure::Handshake,
     };
@@ -136,12 +135,15 @@ fn tls_failure(e: &reqwest::Error) -> Option<TlsFailure> {
         if let Some(r) = s.downcast_ref::<rustls::Error>() {
             return Some(classify(r));
         }
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && let Some(r) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        // An io::Error's source() is its inner error's source: step into
+        // the inner error itself (hyper nests one io::Error in another).
+        src = match s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
         {
-            return Some(classify(r));
-        }
-        src = s.source();
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => s.source(),
+        };
     }
     None
 }

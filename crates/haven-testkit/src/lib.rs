@@ -210,6 +210,16 @@ impl Device {
         )
     }
 
+    /// Backs up `home` (as `$HOME`) while the server's clock reads `secs`
+    /// earlier than now: the server records the backup as received then.
+    /// The device's own clock is untouched.
+    pub fn backup_received_ago(&self, server: &TestServer, home: &Path, secs: i64) -> Output {
+        server.advance_clock(-secs);
+        let out = self.run_env(&["backup", "--json"], &[("HOME", home.to_str().unwrap())]);
+        server.advance_clock(secs);
+        out
+    }
+
     /// Runs and expects success; returns stdout parsed as JSON.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.run(args);

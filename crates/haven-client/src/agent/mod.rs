@@ -166,13 +166,16 @@ pub fn run(
     let mut runs = 0u64;
     loop {
         let remote = profile.remote()?;
-        // The newest complete backup on the server; the last known one if
-        // the server cannot be asked.
+        // The newest complete backup on the server, when the server
+        // received it (a device's clock may be wrong; the server's decides
+        // expiry); the last known one if the server cannot be asked.
         let last_good: Option<i64> = match remote.snapshots(Some(&profile.device)) {
             Ok(list) => list
                 .iter()
                 .find(|s| s.complete)
-                .and_then(|s| humantime::parse_rfc3339(&s.time).ok())
+                .and_then(|s| {
+                    humantime::parse_rfc3339(s.received.as_deref().unwrap_or(&s.time)).ok()
+                })
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs() as i64),
             Err(_) => st
