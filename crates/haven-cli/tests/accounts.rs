@@ -173,10 +173,11 @@ fn recovery_key_sets_a_new_password_and_data_stays_readable() {
             .status(),
         410
     );
-    // The old device was signed out, the old password no longer works.
+    // The old device was signed out, and is told why; the old password
+    // no longer works.
     assert_eq!(
         dev.error_code(&["backups", "list", "--json"]),
-        "unauthorized"
+        "token_revoked"
     );
     let old = device(tmp.path(), "c", &server, "forgotten password");
     assert_eq!(
@@ -355,12 +356,14 @@ fn one_account_cannot_touch_another_accounts_data() {
         .send()
         .unwrap();
     assert_eq!(get.status(), 404);
+    // A token alone deletes nothing, whoever's the id (and so tells
+    // nothing about it either).
     let del = http
         .delete(format!("{url}/v1/snapshots/{id}"))
         .bearer_auth(&token)
         .send()
         .unwrap();
-    assert_eq!(del.status(), 404);
+    assert_eq!(del.status(), 403);
     let missing: Value = http
         .post(format!("{url}/v1/blobs/missing"))
         .bearer_auth(&token)

@@ -260,6 +260,17 @@ pub async fn run_gc(config: &Config) -> anyhow::Result<integrity::GcReport> {
     Ok(integrity::gc(&state).await?)
 }
 
+/// Runs the expiry of devices that stopped backing up, and of unused
+/// sign-ins, now (the maintenance job runs it hourly); returns how many
+/// backups were deleted.
+pub async fn run_expiry(config: &Config) -> anyhow::Result<u64> {
+    let state = open_state(config.clone()).await?;
+    api::auth::expire_tokens(&state)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.body.message))?;
+    Ok(retention::expire(&state).await?)
+}
+
 /// Creates a one-time invite (for `plan`, or the default plan) and
 /// returns its code.
 pub async fn create_invite(
