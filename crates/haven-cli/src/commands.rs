@@ -14,14 +14,19 @@ use crate::output::{confirm, human_bytes, password, print_json, progress_bar};
 use crate::{AccountArgs, BackupsCommand, Command, DevicesCommand};
 
 /// How to reach the server given at sign-in: `--ca-cert`'s contents and
-/// `--allow-insecure-http`.
+/// `--allow-insecure-http`. Without `--ca-cert`, a device signing in again
+/// to the same server keeps the CA it trusted.
 fn transport(a: &AccountArgs) -> Result<haven_client::http::Transport> {
     let ca_pem = match &a.ca_cert {
         Some(p) => Some(
             std::fs::read_to_string(p)
                 .map_err(|e| ClientError::io("read the CA certificate", p, e))?,
         ),
-        None => None,
+        None => ConfigDir::from_env()
+            .and_then(|d| d.profile())
+            .ok()
+            .filter(|p| p.server == a.server.trim_end_matches('/'))
+            .and_then(|p| p.ca_cert),
     };
     Ok(haven_client::http::Transport {
         ca_pem,
@@ -103,6 +108,33 @@ pub fn signed_in() -> Result<(ConfigDir, Profile, HttpRemote)> {
 }
 
 pub fn run(command: Command) -> Result<u8> {
+    run_command(command).map_err(sign_in_again)
+}
+
+/// A device whose sign-in was ended is told the exact command that signs
+/// it in again, with its own server, email and name.
+fn sign_in_again(mut e: ClientError) -> ClientError {
+    if e.code() != ErrorCode::TokenRevoked {
+        return e;
+    }
+    if let Ok(p) = ConfigDir::from_env().and_then(|d| d.profile()) {
+        let ca = if p.ca_cert.is_some() {
+            " (the CA certificate is remembered)"
+        } else {
+            ""
+        };
+        e.0.fix.insert(
+            0,
+            format!(
+                "Sign this device in again with the account's password: haven login --server {} --email {} --device {:?}{ca}",
+                p.server, p.email, p.device
+            ),
+        );
+    }
+    e
+}
+
+fn run_command(command: Command) -> Result<u8> {
     match command {
         Command::Signup {
             account: a,

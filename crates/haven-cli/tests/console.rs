@@ -289,3 +289,157 @@ fn every_page_and_action_with_permissions() {
         303
     );
 }
+
+/// What deletes or weakens backups needs a password proved within the
+/// last few minutes: a one-time link's session (no password) and an old
+/// sign-in are sent to confirm it, and change nothing meanwhile.
+#[test]
+fn destructive_console_actions_ask_for_the_password_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let url = server.url();
+    let dev = Device::new(Path::new(BIN), &tmp.path().join("a"), &url, PW);
+    dev.signup("again@example.org", "laptop");
+    let home = tmp.path().join("home");
+    fs::create_dir_all(home.join("Documents")).unwrap();
+    fs::write(home.join("Documents/a.txt"), text(30_000, 1)).unwrap();
+    let hb = [("HOME", home.to_str().unwrap())];
+    assert!(dev.run_env(&["backup", "--json"], &hb).status.success());
+    let id = dev.json(&["backups", "list", "--json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let confirm_page = format!("{url}/devices/laptop/backups/{id}/delete");
+    let http = client();
+    let post = |cookie: &str, path: &str, form: &[(&str, &str)], htmx: bool| {
+        let mut r = http.post(format!("{url}{path}")).header("cookie", cookie);
+        if htmx {
+            r = r.header("hx-request", "true");
+        }
+        r.form(form).send().unwrap()
+    };
+    let to_confirm = |r: &Response| {
+        let loc = r
+            .headers()
+            .get("location")
+            .or_else(|| r.headers().get("hx-redirect"))
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        loc.starts_with("/signin?next=%2Fdevices%2Flaptop")
+    };
+
+    // A one-time link's session proves no password.
+    let link = dev.json(&["console", "--json"]);
+    let r = client().get(link["url"].as_str().unwrap()).send().unwrap();
+    let link_cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, page) = get(&format!("{url}/devices/laptop"), &link_cookie);
+    assert_eq!(status, 200);
+    let token = csrf(&page);
+    let r = client()
+        .get(&confirm_page)
+        .header("cookie", &link_cookie)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(to_confirm(&r), "{:?}", r.headers());
+    let refused = [
+        post(
+            &link_cookie,
+            &format!("/devices/laptop/backups/{id}/delete"),
+            &[("csrf", &token)],
+            false,
+        ),
+        post(
+            &link_cookie,
+            "/devices/laptop/categories/Documents",
+            &[("enabled", "false"), ("csrf", &token)],
+            true,
+        ),
+        post(
+            &link_cookie,
+            "/devices/laptop/signout",
+            &[("csrf", &token)],
+            false,
+        ),
+    ];
+    for r in &refused {
+        assert!(to_confirm(r), "{} {:?}", r.status(), r.headers());
+    }
+    assert_eq!(
+        dev.json(&["backups", "list", "--json"])[0]["id"],
+        id.as_str()
+    );
+    let cats = dev.json(&["categories", "--json"]);
+    assert!(
+        cats.as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["enabled"] == true),
+        "{cats}"
+    );
+    // Switching on adds; it needs no password.
+    let r = http
+        .post(format!("{url}/devices/laptop/categories/Documents"))
+        .header("cookie", &link_cookie)
+        .header("x-csrf-token", &token)
+        .form(&[("enabled", "true")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The sign-in page, asked to confirm, says so.
+    let (status, page) = get(&format!("{url}/signin?next=%2Fdevices%2Flaptop"), "");
+    assert_eq!(status, 200);
+    assert!(page.contains("Confirm your password"));
+
+    // A password sign-in may, for a few minutes.
+    let cookie = sign_in(&url, "again@example.org", PW).unwrap();
+    assert_eq!(get(&confirm_page, &cookie).0, 200);
+    server.advance_clock(6 * 60);
+    let r = client()
+        .get(&confirm_page)
+        .header("cookie", &cookie)
+        .send()
+        .unwrap();
+    assert!(to_confirm(&r), "six minutes later it asks again");
+    let cookie = sign_in(&url, "again@example.org", PW).unwrap();
+    let (_, page) = get(&format!("{url}/devices/laptop"), &cookie);
+    let token = csrf(&page);
+    let r = post(
+        &cookie,
+        &format!("/devices/laptop/backups/{id}/delete"),
+        &[("csrf", &token)],
+        false,
+    );
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("deleted=")
+    );
+    assert_eq!(
+        dev.json(&["backups", "list", "--json"]),
+        serde_json::json!([])
+    );
+    // Signing the device out from the console ends its sign-in at once.
+    let r = post(
+        &cookie,
+        "/devices/laptop/signout",
+        &[("csrf", &token)],
+        false,
+    );
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        dev.error_code(&["backups", "list", "--json"]),
+        "token_revoked"
+    );
+    let (_, page) = get(&format!("{url}/devices/laptop"), &cookie);
+    assert!(page.contains("Signed out"), "{page}");
+}

@@ -420,11 +420,13 @@ fn a_removed_device_is_signed_out_at_once_and_stays_out_after_reindex() {
             .contains("signed out from another device"),
         "{v}"
     );
+    let fix = v["error"]["fix"][0].as_str().unwrap();
     assert!(
-        v["error"]["fix"][0]
-            .as_str()
-            .unwrap()
-            .contains("haven login")
+        fix.contains(&format!(
+            "haven login --server {} --email lost@example.org --device \"phone\"",
+            server.url()
+        )),
+        "the exact command: {v}"
     );
     let devs = laptop.json(&["devices", "--json"]);
     let p = devs

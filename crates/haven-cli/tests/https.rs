@@ -60,6 +60,20 @@ fn sign_up_back_up_and_restore_over_https_with_each_kind_of_key() {
         let r = dev.json(&["restore", "latest", "--to", out.to_str().unwrap(), "--json"]);
         assert_eq!(r["failed"].as_array().unwrap().len(), 0, "{kind:?}: {r}");
         assert_same_tree(&src, &out.join(src.strip_prefix("/").unwrap()));
+        if kind == KeyKind::Ecdsa {
+            // Signing in again to the same server keeps the CA it trusted.
+            dev.json(&[
+                "login",
+                "--server",
+                &url,
+                "--email",
+                "tls@example.org",
+                "--device",
+                "d",
+                "--json",
+            ]);
+            dev.json(&["backups", "list", "--json"]);
+        }
     }
 }
 
@@ -164,4 +178,74 @@ fn the_password_never_crosses_plain_http_to_another_machine() {
     ]);
     assert_eq!(code, "insecure_transport");
     assert!(!tmp.path().join("dev/device.json").exists());
+}
+
+/// The console over HTTPS: the page's sign-in (prelogin, the derivation,
+/// `POST /signin`) gets a `Secure` session cookie, which then opens the
+/// pages over the same connection kind.
+#[test]
+fn the_console_signs_in_over_https_with_a_secure_cookie() {
+    use haven_format::keys::{KdfParams, derive_login_keys};
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = tls::make(&tmp.path().join("pki"), KeyKind::Ecdsa);
+    let server = https_server(&tmp.path().join("server"), &pki);
+    let dev = Device::new(
+        Path::new(BIN),
+        &tmp.path().join("dev"),
+        &server.url(),
+        "correct horse battery",
+    );
+    let url = server.url();
+    dev.json(&signup_args(
+        &url,
+        "web@example.org",
+        pki.ca_cert.to_str().unwrap(),
+    ));
+    let http = reqwest::blocking::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&pki.ca_cert).unwrap()).unwrap(),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let pre: serde_json::Value = http
+        .post(format!("{url}/v1/auth/prelogin"))
+        .json(&serde_json::json!({ "email": "web@example.org" }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let kdf: KdfParams = serde_json::from_value(pre["kdf"].clone()).unwrap();
+    let keys = derive_login_keys(b"correct horse battery", &kdf).unwrap();
+    let r = http
+        .post(format!("{url}/signin"))
+        .json(&serde_json::json!({ "email": "web@example.org", "auth_key": keys.auth.to_hex() }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.contains("; Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let r = http
+        .get(format!("{url}/devices"))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().unwrap().contains("href=\"/devices/d\""));
+    // A one-time link from the device is an https:// link, and signs in with a Secure cookie too.
+    let link = dev.json(&["console", "--json"]);
+    let link_url = link["url"].as_str().unwrap();
+    assert!(link_url.starts_with("https://localhost:"), "{link_url}");
+    let r = http.get(link_url).send().unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("; Secure")
+    );
 }

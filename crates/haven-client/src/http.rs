@@ -887,6 +887,47 @@ fn sanitize_id(id: &str) -> String {
 mod tests {
     use super::*;
 
+    /// An auth key crosses plain HTTP only to this machine, or where the
+    /// user said `--allow-insecure-http`; HTTPS always.
+    #[test]
+    fn secrets_cross_plain_http_only_to_this_machine() {
+        let check = |url: &str, allow: bool| {
+            let t = Transport {
+                ca_pem: None,
+                allow_insecure_http: allow,
+            };
+            HttpRemote::with_transport(url, None, &t)
+                .expect("remote")
+                .check_secret_transport()
+                .map_err(|e| e.code())
+        };
+        for local in [
+            "http://127.0.0.1:8420",
+            "http://127.9.9.9",
+            "http://localhost:8420/",
+            "http://LOCALHOST",
+            "http://[::1]:8420",
+            "https://backup.example.org",
+            "https://192.0.2.1:8420",
+        ] {
+            assert_eq!(check(local, false), Ok(()), "{local}");
+        }
+        for remote in [
+            "http://192.0.2.1:8420",
+            "http://backup.example.org",
+            "http://localhost.example.org",
+            "http://[2001:db8::1]:8420",
+            "http://127.0.0.1.nip.io",
+        ] {
+            assert_eq!(
+                check(remote, false),
+                Err(ErrorCode::InsecureTransport),
+                "{remote}"
+            );
+            assert_eq!(check(remote, true), Ok(()), "{remote} allowed");
+        }
+    }
+
     /// A request waiting to retry gives up as soon as another one spends
     /// the budget, not after its own pause.
     #[test]

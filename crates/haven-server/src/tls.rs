@@ -1,6 +1,6 @@
 //! HTTPS served by the server itself (`tls_cert`, `tls_key`): a PEM
-//! certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1, RSA,
-//! ECDSA or Ed25519, as openssl, certbot and rcgen write them). The files
+//! certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1, RSA or
+//! ECDSA, as openssl, certbot and rcgen write them). The files
 //! are read again on SIGHUP, so a renewed certificate takes effect without
 //! a restart; a renewal that does not load keeps the old one serving.
 

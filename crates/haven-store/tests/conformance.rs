@@ -473,9 +473,11 @@ async fn meta_store_contract(m: &dyn MetaStore) {
     );
     assert!(m.snapshot_delete(a, "s1").await.expect("delete"));
     assert!(m.snapshot(a, "s2").await.expect("get").is_some());
+    let s2 = m.snapshot(a, "s2").await.expect("get").expect("s2");
     assert_eq!(
         m.devices(a).await.expect("devices")[0].last_backup,
-        Some(1000)
+        Some(s2.created),
+        "when the server received it, not the time the device claims"
     );
 
     quota_contract(m, b, db.id).await;
