@@ -126,7 +126,13 @@ fn no_backup_while_a_condition_fails_then_one_when_all_hold() {
     wait_for("a backup", 30, || {
         backups(&dev).iter().any(|b| b["complete"] == true)
     });
-    // Done for the interval: no second backup.
+    // Done for the interval: it waits, and makes no second backup.
+    wait_for("the agent to call the backup recent", 20, || {
+        agent_state(&dev)["agent"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("recent")
+    });
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(backups(&dev).len(), 1);
     let st = agent_state(&dev);

@@ -314,7 +314,11 @@ fn destructive_console_actions_ask_for_the_password_again() {
     let post = |cookie: &str, path: &str, form: &[(&str, &str)], htmx: bool| {
         let mut r = http.post(format!("{url}{path}")).header("cookie", cookie);
         if htmx {
-            r = r.header("hx-request", "true");
+            // htmx sends the CSRF token as a header.
+            let token = form.iter().find(|(k, _)| *k == "csrf").map(|(_, v)| *v);
+            r = r
+                .header("hx-request", "true")
+                .header("x-csrf-token", token.unwrap_or_default());
         }
         r.form(form).send().unwrap()
     };

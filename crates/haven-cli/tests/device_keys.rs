@@ -397,7 +397,10 @@ fn a_removed_device_is_signed_out_at_once_and_stays_out_after_reindex() {
     let phone = device(tmp.path(), "phone", &server);
     phone.login("lost@example.org", "phone");
     let ph = home(tmp.path(), "phome", 4);
-    backup(&phone, &ph);
+    // The phone's clock runs a year ahead.
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(365 * DAY as u64);
+    assert!(phone.backup_at(&ph, ahead).status.success());
+    let before = laptop.json(&["backups", "list", "--all", "--json"]);
     let devs = laptop.json(&["devices", "--json"]);
     assert!(
         devs.as_array()
@@ -441,18 +444,18 @@ fn a_removed_device_is_signed_out_at_once_and_stays_out_after_reindex() {
     let stolen = phone.token();
     assert_eq!(api(&server, &stolen, None, "GET", "/v1/usage", None).0, 401);
 
-    // A rebuilt database does not sign it back in.
+    // A rebuilt database, a day later, does not sign it back in.
+    server.advance_clock(DAY);
     let (server, _) = server.lose_database_and_reindex();
     let (s, v) = api(&server, &stolen, None, "GET", "/v1/usage", None);
     assert_eq!(s, 401, "{v}");
+    let after = laptop.json(&["backups", "list", "--all", "--json"]);
+    assert_eq!(after.as_array().unwrap().len(), 1);
     assert_eq!(
-        laptop
-            .json(&["backups", "list", "--all", "--json"])
-            .as_array()
-            .unwrap()
-            .len(),
-        1
+        after[0]["received"], before[0]["received"],
+        "a rebuilt record keeps when the server received the backup, not the time the phone claimed"
     );
+    assert_ne!(after[0]["received"], after[0]["time"]);
     // With the password, the phone signs in again and continues.
     assert_eq!(
         phone.login("lost@example.org", "phone")["existing_device"],

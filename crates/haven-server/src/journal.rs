@@ -88,6 +88,9 @@ struct SnapshotDoc {
     partial: bool,
     categories: String,
     session: Option<String>,
+    /// When the server received it, by its clock (absent in older copies).
+    #[serde(default)]
+    received: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -370,6 +373,7 @@ pub async fn snapshot_before_commit(
         partial: new.partial,
         categories: new.categories.clone(),
         session: new.session.clone(),
+        received: Some(state.now()),
     };
     // Two independent writes: their fsyncs overlap.
     let doc_key = snapshot_keys(a, &new.id).0;
@@ -526,6 +530,7 @@ pub async fn backfill(state: &SharedState) -> Result<(), StoreError> {
                 partial: s.partial,
                 categories: s.categories.clone(),
                 session: None,
+                received: Some(s.created),
             };
             let (doc_key, refs_key) = snapshot_keys(a.id, &s.id);
             state
@@ -736,7 +741,9 @@ pub async fn rebuild(state: &SharedState) -> Result<ReindexReport, StoreError> {
             partial: d.partial,
             categories: d.categories,
             damaged: 0,
-            created: d.time,
+            // Expiry counts from when the server received it; an older
+            // copy without that time gets the device's, never later than now.
+            created: d.received.unwrap_or(d.time.min(state.now())),
         };
         match state
             .meta
