@@ -22,6 +22,15 @@ fn device(tmp: &Path, name: &str, server: &TestServer) -> Device {
     Device::new(Path::new(BIN), &tmp.join(name), &server.url(), PW)
 }
 
+/// A laptop that signed `email` up and a phone signed in to it.
+fn laptop_and_phone(tmp: &Path, server: &TestServer, email: &str) -> (Device, Device) {
+    let laptop = device(tmp, "laptop", server);
+    laptop.signup(email, "laptop");
+    let phone = device(tmp, "phone", server);
+    phone.login(email, "phone");
+    (laptop, phone)
+}
+
 fn home(tmp: &Path, name: &str, seed: u64) -> PathBuf {
     let h = tmp.join(name);
     fs::create_dir_all(h.join("Documents")).unwrap();
@@ -79,6 +88,26 @@ fn auth_key(server: &TestServer, email: &str, password: &str) -> String {
         .to_hex()
 }
 
+/// `name` as `haven devices --json` on `dev` lists it.
+fn listed_device(dev: &Device, name: &str) -> Value {
+    let devs = dev.json(&["devices", "--json"]);
+    devs.as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no device {name}: {devs}"))
+}
+
+/// Every category of `dev` is switched on.
+fn all_categories_on(dev: &Device) -> bool {
+    let cats = dev.json(&["categories", "--json"]);
+    cats.as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["enabled"] == true)
+}
+
 fn ids(dev: &Device, args: &[&str]) -> Vec<String> {
     dev.json(args)
         .as_array()
@@ -117,10 +146,7 @@ fn with_plans(c: &mut haven_server::Config) {
 fn a_stolen_token_adds_and_reads_but_destroys_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(&tmp.path().join("server"), with_plans);
-    let laptop = device(tmp.path(), "laptop", &server);
-    laptop.signup("thief@example.org", "laptop");
-    let phone = device(tmp.path(), "phone", &server);
-    phone.login("thief@example.org", "phone");
+    let (laptop, phone) = laptop_and_phone(tmp.path(), &server, "thief@example.org");
     let lh = home(tmp.path(), "lhome", 1);
     let ph = home(tmp.path(), "phome", 2);
     let mine = backup(&laptop, &lh)["id"].as_str().unwrap().to_string();
@@ -200,14 +226,7 @@ fn a_stolen_token_adds_and_reads_but_destroys_nothing() {
         }
     }
     assert_eq!(ids(&laptop, &["backups", "list", "--all", "--json"]), all);
-    let cats = phone.json(&["categories", "--json"]);
-    assert!(
-        cats.as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["enabled"] == true),
-        "{cats}"
-    );
+    assert!(all_categories_on(&phone));
     assert_eq!(phone.json(&["plan", "--json"])["current"], "huge");
     assert_eq!(
         ids(&phone, &["backups", "list", "--json"]),
@@ -312,10 +331,7 @@ fn a_stolen_token_adds_and_reads_but_destroys_nothing() {
 fn the_cli_without_the_password_deletes_nothing_and_with_it_asks_once() {
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(&tmp.path().join("server"), with_plans);
-    let laptop = device(tmp.path(), "laptop", &server);
-    laptop.signup("cli@example.org", "laptop");
-    let phone = device(tmp.path(), "phone", &server);
-    phone.login("cli@example.org", "phone");
+    let (laptop, phone) = laptop_and_phone(tmp.path(), &server, "cli@example.org");
     let lh = home(tmp.path(), "lhome", 3);
     let id = backup(&laptop, &lh)["id"].as_str().unwrap().to_string();
     let no_pw = [("HAVEN_PASSWORD", "")];
@@ -341,13 +357,7 @@ fn the_cli_without_the_password_deletes_nothing_and_with_it_asks_once() {
         ids(&laptop, &["backups", "list", "--json"]),
         vec![id.clone()]
     );
-    let cats = laptop.json(&["categories", "--json"]);
-    assert!(
-        cats.as_array()
-            .unwrap()
-            .iter()
-            .all(|c| c["enabled"] == true)
-    );
+    assert!(all_categories_on(&laptop));
     assert_eq!(laptop.json(&["plan", "--json"])["current"], "family");
     assert_eq!(phone.json(&["backups", "list", "--json"]), json!([]));
 
@@ -392,10 +402,7 @@ fn the_cli_without_the_password_deletes_nothing_and_with_it_asks_once() {
 fn a_removed_device_is_signed_out_at_once_and_stays_out_after_reindex() {
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::start(&tmp.path().join("server"));
-    let laptop = device(tmp.path(), "laptop", &server);
-    laptop.signup("lost@example.org", "laptop");
-    let phone = device(tmp.path(), "phone", &server);
-    phone.login("lost@example.org", "phone");
+    let (laptop, phone) = laptop_and_phone(tmp.path(), &server, "lost@example.org");
     let ph = home(tmp.path(), "phome", 4);
     // The phone's clock runs a year ahead.
     let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(365 * DAY as u64);
@@ -431,14 +438,8 @@ fn a_removed_device_is_signed_out_at_once_and_stays_out_after_reindex() {
         )),
         "the exact command: {v}"
     );
-    let devs = laptop.json(&["devices", "--json"]);
-    let p = devs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == "phone")
-        .unwrap();
-    assert_eq!(p["signed_in"], false);
+    let p = listed_device(&laptop, "phone");
+    assert_eq!(p["signed_in"], false, "{p}");
     assert!(p["last_backup"].is_string(), "its backups stay: {p}");
     // Nor can the phone's old token be used directly.
     let stolen = phone.token();
@@ -496,10 +497,7 @@ fn signing_in_again_replaces_the_old_sign_in() {
 fn sign_ins_unused_for_ninety_days_expire_by_the_servers_clock() {
     let tmp = tempfile::tempdir().unwrap();
     let server = TestServer::start(&tmp.path().join("server"));
-    let laptop = device(tmp.path(), "laptop", &server);
-    laptop.signup("idle@example.org", "laptop");
-    let phone = device(tmp.path(), "phone", &server);
-    phone.login("idle@example.org", "phone");
+    let (laptop, phone) = laptop_and_phone(tmp.path(), &server, "idle@example.org");
     // Used every 60 days: never expires.
     for _ in 0..2 {
         server.advance_clock(60 * DAY);
@@ -519,14 +517,8 @@ fn sign_ins_unused_for_ninety_days_expire_by_the_servers_clock() {
             .contains("not used for 90 days"),
         "{v}"
     );
-    let devs = laptop.json(&["devices", "--json"]);
-    let p = devs
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == "phone")
-        .unwrap();
-    assert_eq!(p["signed_in"], false, "{devs}");
+    let p = listed_device(&laptop, "phone");
+    assert_eq!(p["signed_in"], false, "{p}");
     // The sweep ends them too, without a request.
     server.advance_clock(91 * DAY);
     let rt = tokio::runtime::Runtime::new().unwrap();

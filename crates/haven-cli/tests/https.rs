@@ -20,6 +20,15 @@ fn https_server(dir: &Path, pki: &tls::Pki) -> TestServer {
     })
 }
 
+fn device(tmp: &Path, server: &TestServer) -> Device {
+    Device::new(
+        Path::new(BIN),
+        &tmp.join("dev"),
+        &server.url(),
+        "correct horse battery",
+    )
+}
+
 fn signup_args<'a>(server: &'a str, email: &'a str, ca: &'a str) -> Vec<&'a str> {
     vec![
         "signup",
@@ -83,12 +92,7 @@ fn a_certificate_the_device_does_not_trust_fails_at_once_and_sends_nothing() {
     let pki = tls::make(&tmp.path().join("pki"), KeyKind::Ecdsa);
     let other = tls::make(&tmp.path().join("other"), KeyKind::Ecdsa);
     let server = https_server(&tmp.path().join("server"), &pki);
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let dev = device(tmp.path(), &server);
     let url = server.url();
     // Another CA's certificate, then the platform's roots alone.
     let wrong_ca = signup_args(&url, "mitm@example.org", other.ca_cert.to_str().unwrap());
@@ -189,12 +193,7 @@ fn the_console_signs_in_over_https_with_a_secure_cookie() {
     let tmp = tempfile::tempdir().unwrap();
     let pki = tls::make(&tmp.path().join("pki"), KeyKind::Ecdsa);
     let server = https_server(&tmp.path().join("server"), &pki);
-    let dev = Device::new(
-        Path::new(BIN),
-        &tmp.path().join("dev"),
-        &server.url(),
-        "correct horse battery",
-    );
+    let dev = device(tmp.path(), &server);
     let url = server.url();
     dev.json(&signup_args(
         &url,

@@ -27,24 +27,24 @@ fn check_ids(ids: &[BlobId]) -> ApiResult<()> {
     Ok(())
 }
 
+fn device_info(d: haven_store::meta::Device) -> DeviceInfo {
+    DeviceInfo {
+        id: d.id,
+        name: d.name,
+        created: rfc3339(d.created),
+        last_backup: d.last_backup.map(rfc3339),
+        last_seen: d.last_seen.map(rfc3339),
+        signed_in: d.signed_in,
+    }
+}
+
 /// `GET /v1/devices`.
 pub async fn devices(
     State(state): State<SharedState>,
     caller: Caller,
 ) -> ApiResult<Json<Vec<DeviceInfo>>> {
     let devs = state.meta.devices(caller.account_id).await?;
-    Ok(Json(
-        devs.into_iter()
-            .map(|d| DeviceInfo {
-                id: d.id,
-                name: d.name,
-                created: rfc3339(d.created),
-                last_backup: d.last_backup.map(rfc3339),
-                last_seen: d.last_seen.map(rfc3339),
-                signed_in: d.signed_in,
-            })
-            .collect(),
-    ))
+    Ok(Json(devs.into_iter().map(device_info).collect()))
 }
 
 /// `DELETE /v1/devices/{name}` (password): signs the device out at once.
@@ -72,14 +72,7 @@ pub async fn remove_device(
         .into_iter()
         .find(|d| d.id == device)
         .ok_or_else(|| ApiError::not_found("device"))?;
-    Ok(Json(DeviceInfo {
-        id: d.id,
-        name: d.name,
-        created: rfc3339(d.created),
-        last_backup: d.last_backup.map(rfc3339),
-        last_seen: d.last_seen.map(rfc3339),
-        signed_in: d.signed_in,
-    }))
+    Ok(Json(device_info(d)))
 }
 
 /// `POST /v1/blobs/missing`.

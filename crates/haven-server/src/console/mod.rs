@@ -108,6 +108,24 @@ impl WebUser {
     }
 }
 
+/// The user of a form that deletes or weakens backups: signed in, with
+/// the form's CSRF token, and a password proved within `grant_minutes`;
+/// otherwise the answer to send (the sign-in page, or to prove the
+/// password and come back to `back`).
+pub async fn destroying_user(
+    state: &SharedState,
+    headers: &HeaderMap,
+    csrf: &str,
+    back: &str,
+) -> Result<WebUser, Response> {
+    let user = web_user(state, headers).await?;
+    check_csrf(&user, headers, Some(csrf))?;
+    if !user.password_is_recent(state) {
+        return Err(confirm_password(headers, back));
+    }
+    Ok(user)
+}
+
 /// Sends the browser to the sign-in page to prove the password again,
 /// then back to `next` (a path of this console). An htmx request is told
 /// to navigate instead of swapping the sign-in page into a fragment.

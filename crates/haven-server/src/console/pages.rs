@@ -10,7 +10,10 @@ use haven_store::meta::CategoryRow;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::{WebUser, check_csrf, confirm_password, page, problem, problem_from, size, web_user};
+use super::{
+    WebUser, check_csrf, confirm_password, destroying_user, page, problem, problem_from, size,
+    web_user,
+};
 use crate::api::rfc3339;
 use crate::state::SharedState;
 use haven_proto::units::path_escape;
@@ -339,13 +342,11 @@ pub async fn sign_out_device(
     Path(name): Path<String>,
     axum::Form(f): axum::Form<CsrfOnly>,
 ) -> Response {
-    let user = signed_in!(state, headers);
-    if let Err(r) = check_csrf(&user, &headers, Some(&f.csrf)) {
-        return r;
-    }
-    if !user.password_is_recent(&state) {
-        return confirm_password(&headers, &format!("/devices/{}", path_escape(&name)));
-    }
+    let back = format!("/devices/{}", path_escape(&name));
+    let user = match destroying_user(&state, &headers, &f.csrf, &back).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
     let id = match device_id(&state, &user, &name).await {
         Ok(id) => id,
         Err(r) => return r,
@@ -598,16 +599,11 @@ pub async fn delete_backup(
     Path((name, id)): Path<(String, String)>,
     axum::Form(f): axum::Form<CsrfOnly>,
 ) -> Response {
-    let user = signed_in!(state, headers);
-    if let Err(r) = check_csrf(&user, &headers, Some(&f.csrf)) {
-        return r;
-    }
-    if !user.password_is_recent(&state) {
-        return confirm_password(
-            &headers,
-            &format!("/devices/{}/backups/{id}/delete", path_escape(&name)),
-        );
-    }
+    let back = format!("/devices/{}/backups/{id}/delete", path_escape(&name));
+    let user = match destroying_user(&state, &headers, &f.csrf, &back).await {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
     let b = match backup_of(&state, &user, &name, &id).await {
         Ok(b) => b,
         Err(r) => return r,
