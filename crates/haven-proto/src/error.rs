@@ -74,6 +74,9 @@ pub enum ErrorCode {
     TokenRevoked,
     /// Client side: the server's TLS certificate does not verify.
     TlsUntrusted,
+    /// Too many failed attempts to prove a password, for the account or
+    /// from the address; `Retry-After` says when to try again.
+    RateLimited,
     /// Client side: a password-derived secret would cross the network
     /// unencrypted (plain HTTP to a host that is not this machine).
     InsecureTransport,
@@ -117,6 +120,7 @@ impl ErrorCode {
             ErrorCode::TokenRevoked => "token_revoked",
             ErrorCode::TlsUntrusted => "tls_untrusted",
             ErrorCode::InsecureTransport => "insecure_transport",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }

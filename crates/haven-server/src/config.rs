@@ -52,6 +52,7 @@ pub const KEYS: &[&str] = &[
     "tls_key",
     "token_days",
     "grant_minutes",
+    "trust_forwarded_for",
 ];
 
 /// Everything the server can be configured with. See docs/OPERATIONS.md.
@@ -104,6 +105,9 @@ pub struct Config {
     /// Minutes a proof of the password lets a device (or a console
     /// sign-in) delete or weaken backups.
     pub grant_minutes: u32,
+    /// Behind a reverse proxy: take a request's address from the last
+    /// entry of `X-Forwarded-For` (for the log and the rate limits).
+    pub trust_forwarded_for: bool,
     /// The clock of retention, expiry and sign-ins. Tests move it; no file,
     /// variable, flag or request can set it.
     #[serde(skip)]
@@ -134,6 +138,7 @@ impl Default for Config {
             tls_key: None,
             token_days: 90,
             grant_minutes: 5,
+            trust_forwarded_for: false,
             clock: haven_store::Clock::default(),
         }
     }

@@ -13,6 +13,8 @@ use haven_store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub body: Box<ErrorBody>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
                 needed: None,
                 available: None,
             }),
+            retry_after: None,
         }
     }
 
@@ -82,6 +85,21 @@ impl ApiError {
         )
         .fix("Run the command where you can type the password, or give it with HAVEN_PASSWORD or --password-file; `haven` asks for it.")
         .fix("Over the API: POST /v1/auth/elevate with the auth key, then send its grant in the haven-grant header (docs/API.md).")
+    }
+
+    /// Too many failures to prove a password; try again in `secs`.
+    pub fn rate_limited(failures: u32, window_minutes: i64, secs: u64) -> Self {
+        let minutes = secs.div_ceil(60).max(1);
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited,
+            format!("Too many failed attempts: {failures} wrong passwords, recovery keys or invites for this account or from this address in the last {window_minutes} minutes, so this one was not checked."),
+        )
+        .fix(format!("Wait {minutes} minutes, then try again with the right password."))
+        .fix("If you forgot the password, set a new one with `haven recover` and the recovery key once the wait is over.")
+        .details(serde_json::json!({ "retry_after": secs }));
+        e.retry_after = Some(secs);
+        e
     }
 
     /// A sign-in that was ended, with why.
@@ -164,7 +182,12 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorEnvelope { error: *self.body })).into_response()
+        let mut r = (self.status, Json(ErrorEnvelope { error: *self.body })).into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        r
     }
 }
 

@@ -292,7 +292,8 @@ pub trait MetaStore: Send + Sync + 'static {
         plan: Option<&str>,
     ) -> Result<(), StoreError>;
     /// Creates an account, consuming the invite if one is given, in one
-    /// transaction. `Conflict(EMAIL_TAKEN)` or `Conflict(INVITE_INVALID)`.
+    /// transaction. `Conflict(INVITE_INVALID)` for an invite that is not
+    /// valid for this email, checked before `Conflict(EMAIL_TAKEN)`.
     async fn account_create(
         &self,
         new: &NewAccount,
@@ -541,6 +542,22 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Uses a link: its account if it is unused and unexpired, once.
     async fn console_link_redeem(&self, hash: [u8; 32]) -> Result<Option<i64>, StoreError>;
+
+    /// Records a failed attempt to prove a password (or a recovery key,
+    /// or an invite) under each of `keys` (an account, an address) at `now`,
+    /// and forgets failures older than `forget_before`.
+    async fn auth_failure_add(
+        &self,
+        keys: &[String],
+        now: i64,
+        forget_before: i64,
+    ) -> Result<(), StoreError>;
+    /// For each of `keys`: the failures since `since`, and the oldest's time.
+    async fn auth_failures(
+        &self,
+        keys: &[String],
+        since: i64,
+    ) -> Result<Vec<(u32, Option<i64>)>, StoreError>;
 
     /// Records a backup attempt.
     async fn attempt_add(

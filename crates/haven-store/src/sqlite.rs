@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0010_blob_numbers.sql"),
     include_str!("../migrations/sqlite/0011_dictionary.sql"),
     include_str!("../migrations/sqlite/0012_device_keys.sql"),
+    include_str!("../migrations/sqlite/0013_auth_failures.sql"),
 ];
 
 /// SQLite behind [`MetaStore`].
@@ -1123,6 +1124,23 @@ impl MetaStore for SqliteMeta {
         invite_hash: Option<[u8; 32]>,
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The invite first: a bad invite gets the same answer whether the
+        // email has an account or not, so invite-only sign-up cannot be
+        // used to find out which emails do.
+        if let Some(hash) = invite_hash {
+            let valid: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM invites WHERE code_hash = ? AND used_by IS NULL AND expires > ? \
+                 AND (email IS NULL OR email = ?)",
+            )
+            .bind(&hash[..])
+            .bind(self.clock.now())
+            .bind(&new.email)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if valid.is_none() {
+                return Err(StoreError::Conflict(INVITE_INVALID));
+            }
+        }
         let taken: Option<i64> = sqlx::query_scalar("SELECT id FROM accounts WHERE email = ?")
             .bind(&new.email)
             .fetch_optional(&mut *tx)
@@ -2031,6 +2049,47 @@ impl MetaStore for SqliteMeta {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn auth_failure_add(
+        &self,
+        keys: &[String],
+        now: i64,
+        forget_before: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM auth_failures WHERE at < ?")
+            .bind(forget_before)
+            .execute(&mut *tx)
+            .await?;
+        for k in keys {
+            sqlx::query("INSERT INTO auth_failures (key, at) VALUES (?, ?)")
+                .bind(k)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn auth_failures(
+        &self,
+        keys: &[String],
+        since: i64,
+    ) -> Result<Vec<(u32, Option<i64>)>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let (n, oldest): (i64, Option<i64>) = sqlx::query_as(
+                "SELECT COUNT(*), MIN(at) FROM auth_failures WHERE key = ? AND at >= ?",
+            )
+            .bind(k)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+            out.push((n as u32, oldest));
+        }
+        Ok(out)
     }
 
     async fn attempt_add(

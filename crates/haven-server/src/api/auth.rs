@@ -51,8 +51,22 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 
 const DAY: i64 = 86_400;
 
-/// The peer address of a request, when the server knows it.
-pub fn peer(parts: &Parts) -> Option<SocketAddr> {
+/// The address of a request's client, when the server knows it: the
+/// connection's peer, or behind a trusted proxy (`trust_forwarded_for`)
+/// the last address of `X-Forwarded-For`, which that proxy appended.
+pub fn peer(parts: &Parts, state: &SharedState) -> Option<SocketAddr> {
+    if state.config.trust_forwarded_for
+        && let Some(ip) = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|a| a.trim().parse::<std::net::IpAddr>().ok())
+    {
+        return Some(SocketAddr::new(ip, 0));
+    }
     parts
         .extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
@@ -100,7 +114,7 @@ impl FromRequestParts<SharedState> for Caller {
             account_id: t.account_id,
             device_id: t.device_id,
             elevated,
-            peer: peer(parts),
+            peer: peer(parts, state),
         })
     }
 }
@@ -172,7 +186,10 @@ pub async fn elevate(
         .account(caller.account_id)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
+    let guard =
+        super::ratelimit::check(&state, Some(&account.email), caller.peer.map(|p| p.ip())).await?;
     if !hash_matches(&account.auth_hash, &key) {
+        guard.failed(&state).await?;
         tracing::warn!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), "wrong password to confirm a destructive action");
         return Err(ApiError::wrong_password());
     }
@@ -267,8 +284,11 @@ fn normalize_email(email: &str) -> ApiResult<String> {
     if valid {
         Ok(e)
     } else {
+        // Never more than a few dozen characters of the input back.
+        let shown: String = email.chars().take(64).collect();
+        let more = if shown.len() < email.len() { "…" } else { "" };
         Err(ApiError::bad_request(format!(
-            "{email:?} is not an email address."
+            "{shown:?}{more} is not an email address."
         )))
     }
 }
@@ -348,6 +368,24 @@ async fn issue_token(
     })
 }
 
+fn signup_refused(code: &str, email: &str) -> ApiError {
+    if code == EMAIL_TAKEN {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::EmailTaken,
+            format!("An account for {email} already exists."),
+        )
+        .fix("Sign this device in with `haven login --server URL --email EMAIL`.")
+    } else {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::InviteInvalid,
+            "The invite code is unknown, already used, expired, or for another email.",
+        )
+        .fix("Ask the server's operator for a new invite for this email.")
+    }
+}
+
 /// `POST /v1/auth/signup`.
 pub async fn signup(
     State(state): State<SharedState>,
@@ -382,23 +420,15 @@ pub async fn signup(
         recovery_auth_hash: key32(&req.recovery_auth_key, "recovery_auth_key")?.server_hash(),
         recovery_wrapped_key: rwrapped,
     };
+    // Only an address's failures count here: a refused sign-up is no
+    // guess at an account's password, but a run of them probes invites.
+    let guard = super::ratelimit::check(&state, None, from.ip()).await?;
     let account_id = match state.meta.account_create(&new, invite_hash).await {
         Ok(id) => id,
-        Err(StoreError::Conflict(EMAIL_TAKEN)) => {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                ErrorCode::EmailTaken,
-                format!("An account for {email} already exists."),
-            )
-            .fix("Sign this device in with `haven login --server URL --email EMAIL`."));
-        }
-        Err(StoreError::Conflict(INVITE_INVALID)) => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                ErrorCode::InviteInvalid,
-                "The invite code is unknown, already used, expired, or for another email.",
-            )
-            .fix("Ask the server's operator for a new invite for this email."));
+        Err(StoreError::Conflict(code @ (EMAIL_TAKEN | INVITE_INVALID))) => {
+            guard.failed(&state).await?;
+            tracing::warn!(addr = %from.text(), "sign-up refused: {code}");
+            return Err(signup_refused(code, &email));
         }
         Err(e) => return Err(e.into()),
     };
@@ -422,12 +452,17 @@ pub async fn check_password(
     state: &SharedState,
     email: &str,
     auth_key_hex: &str,
+    from: &Peer,
 ) -> ApiResult<haven_store::meta::Account> {
     let email = normalize_email(email)?;
     let key = key32(auth_key_hex, "auth_key")?;
+    let guard = super::ratelimit::check(state, Some(&email), from.ip()).await?;
     match state.meta.account_by_email(&email).await? {
         Some(a) if hash_matches(&a.auth_hash, &key) => Ok(a),
-        _ => Err(ApiError::wrong_password()),
+        _ => {
+            guard.failed(state).await?;
+            Err(ApiError::wrong_password())
+        }
     }
 }
 
@@ -441,11 +476,21 @@ impl Peer {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
+impl Peer {
+    /// The address's IP, for the rate limits.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.0.map(|a| a.ip())
+    }
+}
+
+impl FromRequestParts<SharedState> for Peer {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Peer(peer(parts)))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &SharedState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer(parts, state)))
     }
 }
 
@@ -458,6 +503,7 @@ pub async fn login(
     let email = normalize_email(&req.email)?;
     check_device_name(&req.device)?;
     let key = key32(&req.auth_key, "auth_key")?;
+    let guard = super::ratelimit::check(&state, Some(&email), from.ip()).await?;
     let account = state.meta.account_by_email(&email).await?;
     match account {
         Some(a) if hash_matches(&a.auth_hash, &key) => {
@@ -466,6 +512,7 @@ pub async fn login(
             Ok(Json(r))
         }
         _ => {
+            guard.failed(&state).await?;
             tracing::warn!(email = %email, addr = %from.text(), "sign-in with a wrong email or password");
             Err(ApiError::wrong_password())
         }
@@ -480,9 +527,11 @@ pub async fn recover(
 ) -> ApiResult<Json<RecoverResponse>> {
     let email = normalize_email(&req.email)?;
     let key = key32(&req.recovery_auth_key, "recovery_auth_key")?;
+    let guard = super::ratelimit::check(&state, Some(&email), from.ip()).await?;
     let account = match state.meta.account_by_email(&email).await? {
         Some(a) if hash_matches(&a.recovery_auth_hash, &key) => a,
         _ => {
+            guard.failed(&state).await?;
             tracing::warn!(email = %email, addr = %from.text(), "recovery with a wrong email or recovery key");
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::WrongPassword, "The email or recovery key is wrong.")
                 .fix("Check the email and the recovery key you saved at sign-up (64 hex digits; dashes and spaces do not matter)."));

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod ratelimit;
 pub mod storage;
 pub mod upload;
 
@@ -20,15 +21,28 @@ use crate::state::SharedState;
 /// JSON requests; a commit's full blob list for a million-blob backup is ~70 MB.
 const JSON_LIMIT: usize = 128 << 20;
 
+/// Bodies of the routes anyone can call without a token (and of the
+/// password routes): a sign-up is under 2 KiB, so 64 KiB leaves room and
+/// keeps a flood of large bodies from costing memory.
+pub const SMALL_LIMIT: usize = 64 << 10;
+
+/// The body limit of [`SMALL_LIMIT`] routes.
+pub fn small() -> DefaultBodyLimit {
+    DefaultBodyLimit::max(SMALL_LIMIT)
+}
+
 pub fn router(state: SharedState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
-        .route("/v1/auth/prelogin", post(auth::prelogin))
-        .route("/v1/auth/signup", post(auth::signup))
-        .route("/v1/auth/login", post(auth::login))
-        .route("/v1/auth/recover", post(auth::recover))
-        .route("/v1/auth/elevate", post(auth::elevate))
-        .route("/v1/auth/password", post(auth::change_password))
+        .route("/v1/auth/prelogin", post(auth::prelogin).layer(small()))
+        .route("/v1/auth/signup", post(auth::signup).layer(small()))
+        .route("/v1/auth/login", post(auth::login).layer(small()))
+        .route("/v1/auth/recover", post(auth::recover).layer(small()))
+        .route("/v1/auth/elevate", post(auth::elevate).layer(small()))
+        .route(
+            "/v1/auth/password",
+            post(auth::change_password).layer(small()),
+        )
         .route("/v1/devices", get(backup::devices))
         .route(
             "/v1/devices/{name}",
@@ -113,9 +127,16 @@ async fn json_errors(req: Request, next: Next) -> Response {
         return resp;
     }
     // The rejection's own words say what was wrong with the request.
-    let text = axum::body::to_bytes(resp.into_body(), 4096)
+    // At most 200 characters of it: the parser's words can quote the input.
+    let text: String = axum::body::to_bytes(resp.into_body(), 4096)
         .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .trim()
+                .chars()
+                .take(200)
+                .collect()
+        })
         .unwrap_or_default();
     let error = match status {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(

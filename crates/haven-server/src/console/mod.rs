@@ -36,7 +36,12 @@ const COOKIE: &str = "haven_session";
 pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/", get(pages::overview))
-        .route("/signin", get(pages::signin_page).post(signin))
+        .route(
+            "/signin",
+            get(pages::signin_page)
+                .post(signin)
+                .layer(crate::api::small()),
+        )
         .route("/signout", post(signout))
         .route("/plan", post(pages::change_plan))
         .route("/devices", get(pages::devices))
@@ -263,7 +268,9 @@ async fn signin(
     headers: HeaderMap,
     axum::Json(req): axum::Json<SignIn>,
 ) -> Result<Response, ApiError> {
-    let account = match crate::api::auth::check_password(&state, &req.email, &req.auth_key).await {
+    let account = match crate::api::auth::check_password(&state, &req.email, &req.auth_key, &from)
+        .await
+    {
         Ok(a) => a,
         Err(e) => {
             tracing::warn!(addr = %from.text(), "console sign-in with a wrong email or password");

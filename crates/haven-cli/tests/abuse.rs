@@ -1,0 +1,246 @@
+//! The server against a hostile client that speaks the API directly:
+//! password guessing meets a limit per account and per address (while
+//! successes never do), unauthenticated routes take small bodies and echo
+//! little, an invite-only server does not tell which emails have
+//! accounts, and every path that sets a password enforces the KDF floor.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use haven_format::keys::{KdfParams, RecoveryKey, derive_login_keys};
+use haven_testkit::{Device, TestServer};
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_haven");
+const PW: &str = "correct horse battery";
+
+fn post(server: &TestServer, path: &str, body: &Value) -> (u16, Option<String>, Value) {
+    let r = Client::new()
+        .post(format!("{}{path}", server.url()))
+        .json(body)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry, r.json().unwrap_or(Value::Null))
+}
+
+fn kdf(server: &TestServer, email: &str) -> KdfParams {
+    let (_, _, v) = post(server, "/v1/auth/prelogin", &json!({ "email": email }));
+    serde_json::from_value(v["kdf"].clone()).unwrap()
+}
+
+fn auth_key(server: &TestServer, email: &str, password: &str) -> String {
+    derive_login_keys(password.as_bytes(), &kdf(server, email))
+        .unwrap()
+        .auth
+        .to_hex()
+}
+
+fn login(server: &TestServer, email: &str, key: &str) -> (u16, Option<String>, Value) {
+    post(
+        server,
+        "/v1/auth/login",
+        &json!({ "email": email, "auth_key": key, "device": "probe" }),
+    )
+}
+
+/// A sign-up as a script makes it, with the server's cheap test KDF.
+fn signup(server: &TestServer, email: &str, invite: Option<&str>) -> (u16, Value) {
+    let k = kdf(server, email);
+    let keys = derive_login_keys(PW.as_bytes(), &k).unwrap();
+    let (s, _, v) = post(
+        server,
+        "/v1/auth/signup",
+        &json!({"email": email, "invite": invite, "kdf": k, "auth_key": keys.auth.to_hex(),
+            "wrapped_master_key": "00".repeat(72), "recovery_auth_key": "11".repeat(32),
+            "recovery_wrapped_master_key": "00".repeat(72), "device": "d"}),
+    );
+    (s, v)
+}
+
+#[test]
+fn guessing_meets_a_limit_per_account_and_per_address_and_successes_never_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
+    dev.signup("victim@example.org", "laptop");
+    let wrong = "ab".repeat(32);
+    for i in 0..20 {
+        let (s, _, v) = login(&server, "victim@example.org", &wrong);
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (401, Some("wrong_password")),
+            "{i}"
+        );
+    }
+    // The 21st is not even checked: the right password is refused too.
+    let right = auth_key(&server, "victim@example.org", PW);
+    for key in [&wrong, &right] {
+        let (s, retry, v) = login(&server, "victim@example.org", key);
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (429, Some("rate_limited")),
+            "{v}"
+        );
+        let secs: u64 = retry.unwrap().parse().unwrap();
+        assert!((1..=900).contains(&secs), "{secs}");
+        assert_eq!(v["error"]["details"]["retry_after"], secs);
+    }
+    // The console's sign-in, recovery and the CLI meet the same limit.
+    let (s, _, _) = post(
+        &server,
+        "/signin",
+        &json!({"email": "victim@example.org", "auth_key": right}),
+    );
+    assert_eq!(s, 429);
+    let (s, _, _) = post(
+        &server,
+        "/v1/auth/recover",
+        &json!({"email": "victim@example.org", "recovery_auth_key": wrong, "new_password": null}),
+    );
+    assert_eq!(s, 429);
+    let fresh = Device::new(Path::new(BIN), &tmp.path().join("fresh"), &server.url(), PW);
+    let code = fresh.error_code(&[
+        "login",
+        "--server",
+        &server.url(),
+        "--email",
+        "victim@example.org",
+        "--json",
+    ]);
+    assert_eq!(code, "rate_limited");
+    // A signed-in device goes on: its token is not a password.
+    dev.json(&["backups", "list", "--json"]);
+    // Once the window has passed, the device that knows the password signs in.
+    server.advance_clock(15 * 60);
+    assert_eq!(
+        fresh.login("victim@example.org", "laptop")["existing_device"],
+        true
+    );
+
+    // Per address: 20 failures on 20 different emails, then even a new
+    // email is refused from that address.
+    let other = TestServer::start(&tmp.path().join("other"));
+    for i in 0..20 {
+        let (s, _, _) = login(&other, &format!("nobody{i}@example.org"), &wrong);
+        assert_eq!(s, 401);
+    }
+    let (s, _, v) = login(&other, "someone-else@example.org", &wrong);
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+}
+
+#[test]
+fn a_schools_first_morning_from_one_address_is_never_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    for i in 0..40 {
+        let email = format!("pupil{i}@school.example");
+        let (s, v) = signup(&server, &email, None);
+        assert_eq!(s, 201, "{i}: {v}");
+        let (s, _, v) = login(&server, &email, &auth_key(&server, &email, PW));
+        assert_eq!(s, 200, "{i}: {v}");
+    }
+}
+
+#[test]
+fn an_invite_only_server_answers_a_bad_invite_the_same_for_any_email() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(&tmp.path().join("server"), |c| c.allow_signup = false);
+    let code = server.invite(Some("ann@example.org"));
+    let (s, _) = signup(&server, "ann@example.org", Some(&code));
+    assert_eq!(s, 201);
+    let (s1, taken) = signup(&server, "ann@example.org", Some("bogus"));
+    let (s2, free) = signup(&server, "bob@example.org", Some("bogus"));
+    assert_eq!((s1, s2), (403, 403));
+    assert_eq!(taken, free, "the answer must not depend on the email");
+    assert_eq!(taken["error"]["code"], "invite_invalid");
+    // An invite for another email says nothing about either.
+    let for_carol = server.invite(Some("carol@example.org"));
+    let (s, v) = signup(&server, "ann@example.org", Some(&for_carol));
+    assert_eq!((s, v), (403, free));
+}
+
+#[test]
+fn every_path_that_sets_a_password_enforces_the_kdf_floor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
+    let recovery = dev.signup("floor@example.org", "laptop")["recovery_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let rk = RecoveryKey::parse(&recovery).unwrap().login_keys();
+    let weak = json!({"algorithm": "argon2id", "memory_kib": 8, "iterations": 1,
+        "parallelism": 1, "salt": "00112233445566778899aabbccddeeff"});
+    let (s, _, v) = post(
+        &server,
+        "/v1/auth/recover",
+        &json!({"email": "floor@example.org", "recovery_auth_key": rk.auth.to_hex(),
+            "new_password": {"kdf": weak, "auth_key": "00".repeat(32),
+                "wrapped_master_key": "00".repeat(72)}}),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{v}"
+    );
+    // Nothing changed: the password still signs in.
+    let (s, _, _) = login(
+        &server,
+        "floor@example.org",
+        &auth_key(&server, "floor@example.org", PW),
+    );
+    assert_eq!(s, 200);
+    // Sign-up too.
+    let (s, _, v) = post(
+        &server,
+        "/v1/auth/signup",
+        &json!({"email": "weak@example.org", "invite": null, "kdf": weak,
+            "auth_key": "00".repeat(32), "wrapped_master_key": "00".repeat(72),
+            "recovery_auth_key": "11".repeat(32), "recovery_wrapped_master_key": "00".repeat(72),
+            "device": "d"}),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{v}"
+    );
+}
+
+#[test]
+fn routes_without_a_token_take_small_bodies_and_echo_little() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let huge = "a".repeat(100 << 10);
+    for path in [
+        "/v1/auth/prelogin",
+        "/v1/auth/login",
+        "/v1/auth/signup",
+        "/v1/auth/recover",
+        "/signin",
+    ] {
+        let (s, _, v) = post(&server, path, &json!({ "email": huge }));
+        assert_eq!(s, 413, "{path}: {v}");
+        if path.starts_with("/v1/") {
+            assert_eq!(v["error"]["code"], "too_large", "{path}: {v}");
+        }
+    }
+    // Under the limit, a bad email is refused without its 60,000 bytes.
+    let big = "b".repeat(60_000);
+    let (s, _, v) = post(&server, "/v1/auth/prelogin", &json!({ "email": big }));
+    assert_eq!(s, 400);
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.len() < 300, "{} bytes echoed", message.len());
+    // A body of the wrong shape: the parser's words, cut short.
+    let (s, _, v) = post(&server, "/v1/auth/login", &json!({ "email": [big] }));
+    assert_eq!(s, 422);
+    assert!(v["error"]["message"].as_str().unwrap().len() < 400, "{v}");
+}
