@@ -244,3 +244,88 @@ fn routes_without_a_token_take_small_bodies_and_echo_little() {
     assert_eq!(s, 422);
     assert!(v["error"]["message"].as_str().unwrap().len() < 400, "{v}");
 }
+
+/// Bytes of pack files the server holds for every account.
+fn pack_bytes(data: &Path) -> u64 {
+    let mut n = 0;
+    let mut stack = vec![data.join("objects/packs")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                n += e.metadata().unwrap().len();
+            }
+        }
+    }
+    n
+}
+
+/// A well-framed sealed blob of `len` bytes (the server cannot tell it
+/// from ciphertext) under an id made of `tag`.
+fn blob(tag: u8, len: usize) -> (haven_format::BlobId, Vec<u8>) {
+    let mut sealed = vec![1u8];
+    sealed.extend(haven_testkit::tree::noise(len - 1, u64::from(tag)));
+    (haven_format::BlobId([tag; 32]), sealed)
+}
+
+fn pack_of(blobs: &[&(haven_format::BlobId, Vec<u8>)]) -> (haven_format::PackId, Vec<u8>) {
+    let mut w = haven_format::pack::PackWriter::new();
+    for (id, sealed) in blobs {
+        w.add(haven_format::blob::BlobKind::Data, *id, sealed);
+    }
+    let (id, bytes, _) = w.finish();
+    (id, bytes)
+}
+
+/// Packs repeating blobs the account already holds cost no quota (only
+/// new blobs count), so the server never stores them: such a pack is
+/// stored without them, or not at all; the same pack again (an honest
+/// retry) is still a success and adds nothing.
+#[test]
+fn packs_of_blobs_the_account_holds_store_nothing_twice() {
+    use haven_client::Remote;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
+    dev.signup("dup@example.org", "laptop");
+    let remote = haven_client::HttpRemote::new(&server.url(), Some(dev.token())).unwrap();
+    let known = blob(1, 1 << 20);
+    let (first, bytes) = pack_of(&[&known]);
+    remote.put_pack(first, bytes.clone()).unwrap();
+    let after_first = pack_bytes(&server.data_dir);
+    assert!(after_first > 1 << 20);
+    // The same pack again, whole and in parts: success, nothing added.
+    remote.put_pack(first, bytes.clone()).unwrap();
+    haven_client::HttpRemote::new(&server.url(), Some(dev.token()))
+        .unwrap()
+        .with_upload_limit(Some(64 << 20))
+        .put_pack(first, bytes)
+        .unwrap();
+    assert_eq!(pack_bytes(&server.data_dir), after_first);
+    // Packs of known blobs only, under ids of their own: nothing stored.
+    let known2 = blob(2, 1 << 20);
+    let (second, bytes) = pack_of(&[&known2]);
+    remote.put_pack(second, bytes).unwrap();
+    let after_two = pack_bytes(&server.data_dir);
+    for i in 0..20u8 {
+        let padding = blob(100 + i, 1000);
+        // The padding blob is new the first time only.
+        let (id, bytes) = pack_of(&[&known, &known2, &padding]);
+        remote.put_pack(id, bytes).unwrap();
+        let (id, bytes) = pack_of(&[&known2, &known, &padding]);
+        remote.put_pack(id, bytes).unwrap();
+    }
+    let grown = pack_bytes(&server.data_dir) - after_two;
+    assert!(
+        grown < 20 * 2000,
+        "40 packs of 2 MiB of known blobs added {grown} bytes"
+    );
+    // What was stored stripped is whole: every blob is there once.
+    let ids: Vec<_> = (0..20u8).map(|i| blob(100 + i, 1000).0).collect();
+    assert!(remote.missing(&ids).unwrap().is_empty());
+    assert!(remote.missing(&[known.0, known2.0]).unwrap().is_empty());
+    let fetched = remote.fetch(&[known.0, ids[7]]).unwrap();
+    assert_eq!(fetched[0].as_deref(), Some(&known.1[..]));
+    assert_eq!(fetched[1].as_deref(), Some(&blob(107, 1000).1[..]));
+}

@@ -91,10 +91,57 @@ async fn store_pack(
         })
         .await
         .map_err(|_| ApiError::pack_invalid("verification crashed"))??;
+    let all = blobs.len() as u32;
+    let mut existed = state.meta.pack_exists(caller.account_id, pack_id).await?;
+    // The blobs the account lacks (or holds only a damaged copy of).
+    let ids: Vec<_> = blobs.iter().map(|b| b.id).collect();
+    let missing: std::collections::HashSet<_> = state
+        .meta
+        .blobs_missing(caller.account_id, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    let new_bytes: u64 = blobs
+        .iter()
+        .filter(|b| missing.contains(&b.id))
+        .map(|b| u64::from(b.length))
+        .sum();
+    // A pack is never stored with blobs the account already holds: packs
+    // repeating known blobs would fill the disk while costing no quota
+    // (only new blobs count). An honest client sends such a pack only
+    // when another of its devices stored the same blob meanwhile; the
+    // pack is then stored without them, under the id of what is stored.
+    // The same pack again (a retry after a lost answer) is stored as
+    // before: its blobs point into it, and a damaged copy is replaced.
+    let (pack_id, bytes, blobs, staged) = if existed || missing.len() == blobs.len() {
+        (pack_id, bytes, blobs, staged)
+    } else if missing.is_empty() {
+        tracing::info!(account_id = caller.account_id, pack = %pack_id, blobs = all, "a pack of blobs the account holds: nothing stored");
+        return Ok(PackStored {
+            pack: pack_id,
+            blobs: all,
+            duplicate_blobs: all,
+        });
+    } else {
+        let (id, bytes, blobs) = tokio::task::spawn_blocking(move || {
+            let mut w = haven_format::pack::PackWriter::new();
+            for b in blobs.iter().filter(|b| missing.contains(&b.id)) {
+                let range = b.offset as usize..b.offset as usize + b.length as usize;
+                w.add(b.kind, b.id, &bytes[range]);
+            }
+            let (id, bytes, entries) = w.finish();
+            let blobs = crate::integrity::pack_blobs(&bytes, &entries);
+            (id, bytes, blobs)
+        })
+        .await
+        .map_err(|_| ApiError::pack_invalid("repacking crashed"))?;
+        tracing::info!(account_id = caller.account_id, pack = %pack_id, stored_as = %id, kept = blobs.len(), of = all, "a pack with blobs the account holds: stored without them");
+        existed = state.meta.pack_exists(caller.account_id, id).await?;
+        (id, bytes, blobs, None)
+    };
     let key = object_key(caller.account_id, &pack_id);
     let size = bytes.len() as u64;
     let quota = super::quota(state, caller.account_id).await?;
-    let existed = state.meta.pack_exists(caller.account_id, pack_id).await?;
     if let Some(q) = quota {
         // Uploads outside a session would not count until a commit: on an
         // account with a quota they could fill the disk between GC runs.
@@ -106,18 +153,6 @@ async fn store_pack(
         // Refuse before writing anything when the new blobs cannot fit
         // even ignoring other backups' reservations; `pack_insert` makes
         // the exact check.
-        let ids: Vec<_> = blobs.iter().map(|b| b.id).collect();
-        let missing: std::collections::HashSet<_> = state
-            .meta
-            .blobs_missing(caller.account_id, &ids)
-            .await?
-            .into_iter()
-            .collect();
-        let new_bytes: u64 = blobs
-            .iter()
-            .filter(|b| missing.contains(&b.id))
-            .map(|b| u64::from(b.length))
-            .sum();
         let used = state.meta.usage(caller.account_id).await?.used;
         if new_bytes > 0 && used + new_bytes > q {
             return Err(ApiError::quota_exceeded(new_bytes, q.saturating_sub(used)));
@@ -160,8 +195,8 @@ async fn store_pack(
     haven_proto::fault::point("after-pack-index");
     Ok(PackStored {
         pack: pack_id,
-        blobs: blobs.len() as u32,
-        duplicate_blobs: dup,
+        blobs: all,
+        duplicate_blobs: dup + (all - blobs.len() as u32),
     })
 }
 
