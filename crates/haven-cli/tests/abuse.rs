@@ -329,3 +329,155 @@ fn packs_of_blobs_the_account_holds_store_nothing_twice() {
     assert_eq!(fetched[0].as_deref(), Some(&known.1[..]));
     assert_eq!(fetched[1].as_deref(), Some(&blob(107, 1000).1[..]));
 }
+
+/// Every row a client makes the server keep is bounded per account:
+/// attempts (the newest 1,000 per device are kept), categories (256 per
+/// device), devices (100), one-time links (10 unused) and console
+/// sessions (20).
+#[test]
+fn rows_a_client_creates_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
+    dev.signup("rows@example.org", "laptop");
+    let http = Client::new();
+    let token = dev.token();
+    let call = |method: &str, path: &str, body: Option<Value>| {
+        let mut r = http
+            .request(method.parse().unwrap(), format!("{}{path}", server.url()))
+            .bearer_auth(&token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().unwrap();
+        (
+            r.status().as_u16(),
+            r.json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    for i in 0..1_050 {
+        let t = format!("2026-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60);
+        let (s, _) = call(
+            "POST",
+            "/v1/attempts",
+            Some(
+                json!({"started": t, "finished": t, "result": "failed", "code": "x",
+                "message": format!("attempt {i}"), "snapshot": null}),
+            ),
+        );
+        assert_eq!(s, 201);
+    }
+    let (_, list) = call("GET", "/v1/attempts?limit=1000", None);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 1000);
+    assert!(
+        list.iter().all(|a| a["message"] != "attempt 0"),
+        "the oldest went"
+    );
+    assert!(list.iter().any(|a| a["message"] == "attempt 1049"));
+
+    for i in 0..256 {
+        let (s, v) = call(
+            "PUT",
+            &format!("/v1/categories/c{i}"),
+            Some(json!({"enabled": true})),
+        );
+        assert_eq!(s, 200, "{i}: {v}");
+    }
+    let (s, v) = call(
+        "PUT",
+        "/v1/categories/one-more",
+        Some(json!({"enabled": true})),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("limit_reached")),
+        "{v}"
+    );
+    let (s, _) = call("PUT", "/v1/categories/c7", Some(json!({"enabled": true})));
+    assert_eq!(s, 200, "an existing category stays switchable");
+
+    let key = auth_key(&server, "rows@example.org", PW);
+    for i in 1..100 {
+        let (s, _, v) = post(
+            &server,
+            "/v1/auth/login",
+            &json!({"email": "rows@example.org", "auth_key": key, "device": format!("d{i}")}),
+        );
+        assert_eq!(s, 200, "{i}: {v}");
+    }
+    let (s, _, v) = post(
+        &server,
+        "/v1/auth/login",
+        &json!({"email": "rows@example.org", "auth_key": key, "device": "d100"}),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("limit_reached")),
+        "{v}"
+    );
+    let (s, _, _) = post(
+        &server,
+        "/v1/auth/login",
+        &json!({"email": "rows@example.org", "auth_key": key, "device": "d42"}),
+    );
+    assert_eq!(s, 200, "an existing device still signs in");
+
+    // One-time links: a new one ends the oldest unused beyond 10.
+    let links: Vec<String> = (0..15)
+        .map(|_| {
+            let (s, v) = call("POST", "/v1/console/link", Some(json!({})));
+            assert_eq!(s, 200);
+            v["token"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let open = |t: &str| {
+        Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}/link/{t}", server.url()))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(open(&links[0]), 410);
+    assert_eq!(open(&links[4]), 410);
+    assert_eq!(open(&links[5]), 303);
+    assert_eq!(open(&links[14]), 303);
+
+    // Console sessions: the 21st sign-in ends the first.
+    let cookies: Vec<String> = (0..21)
+        .map(|_| {
+            let r = Client::new()
+                .post(format!("{}/signin", server.url()))
+                .json(&json!({"email": "rows@example.org", "auth_key": key}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 204);
+            r.headers()["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let page = |c: &str| {
+        Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(format!("{}/devices", server.url()))
+            .header("cookie", c)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(page(&cookies[0]), 303, "the oldest session was ended");
+    assert_eq!(page(&cookies[1]), 200);
+    assert_eq!(page(&cookies[20]), 200);
+}

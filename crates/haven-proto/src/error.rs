@@ -77,6 +77,9 @@ pub enum ErrorCode {
     /// Too many failed attempts to prove a password, for the account or
     /// from the address; `Retry-After` says when to try again.
     RateLimited,
+    /// The account reached a per-account limit on rows it creates
+    /// (devices, categories); `details.limit` says which and how many.
+    LimitReached,
     /// Client side: a password-derived secret would cross the network
     /// unencrypted (plain HTTP to a host that is not this machine).
     InsecureTransport,
@@ -121,6 +124,7 @@ impl ErrorCode {
             ErrorCode::TlsUntrusted => "tls_untrusted",
             ErrorCode::InsecureTransport => "insecure_transport",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitReached => "limit_reached",
         }
     }
 }

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use haven_proto::{ErrorBody, ErrorCode, ErrorEnvelope};
-use haven_store::StoreError;
+use haven_store::{StoreError, meta};
 
 /// An error answer.
 #[derive(Debug)]
@@ -164,6 +164,20 @@ impl From<StoreError> for ApiError {
             StoreError::QuotaExceeded { needed, available } => {
                 ApiError::quota_exceeded(needed, available)
             }
+            StoreError::Conflict(meta::TOO_MANY_DEVICES) => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::LimitReached,
+                format!("This account has {} devices, the most this server keeps for one account, so no new device was added.", meta::MAX_DEVICES),
+            )
+            .fix("Sign this device in under the name of a device you no longer use: `haven devices` lists them; pass it with --device NAME.")
+            .details(serde_json::json!({ "limit": "devices", "max": meta::MAX_DEVICES })),
+            StoreError::Conflict(meta::TOO_MANY_CATEGORIES) => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorCode::LimitReached,
+                format!("This device has {} categories, the most this server keeps for one device, so no new one was added.", meta::MAX_CATEGORIES),
+            )
+            .fix("Switch one of the listed categories instead (`haven categories`); category names come from the device's scan.")
+            .details(serde_json::json!({ "limit": "categories", "max": meta::MAX_CATEGORIES })),
             StoreError::Io(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
                 tracing::error!(
                     "the data directory's disk is full (ENOSPC): free space or grow the volume; nothing acknowledged was lost"

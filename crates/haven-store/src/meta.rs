@@ -257,6 +257,23 @@ pub const RESERVATION_SECS: i64 = 6 * 3600;
 pub const INVITE_INVALID: &str = "invite";
 /// The email is taken.
 pub const EMAIL_TAKEN: &str = "email";
+/// `Conflict`: the account has [`MAX_DEVICES`] devices.
+pub const TOO_MANY_DEVICES: &str = "devices";
+/// `Conflict`: the device has [`MAX_CATEGORIES`] categories.
+pub const TOO_MANY_CATEGORIES: &str = "categories";
+
+/// Devices per account: a family's or a class's, with room to spare. Rows
+/// a client creates are bounded, so that no account can grow the
+/// database without end (invariant 11).
+pub const MAX_DEVICES: i64 = 100;
+/// Categories per device (a scan reports at most 256 too).
+pub const MAX_CATEGORIES: i64 = 256;
+/// Backup attempts kept per device; older ones are forgotten.
+pub const MAX_ATTEMPTS: i64 = 1000;
+/// Unused one-time console links per account; a new one ends the oldest.
+pub const MAX_LINKS: i64 = 10;
+/// Console sessions per account; a new one ends the oldest.
+pub const MAX_CONSOLE_SESSIONS: i64 = 20;
 
 /// Bytes of a sealed blob's BLAKE3 hash the index keeps, to tell an
 /// intact stored copy from a damaged one. 128 bits: a corrupted copy

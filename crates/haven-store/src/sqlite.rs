@@ -1291,6 +1291,16 @@ impl MetaStore for SqliteMeta {
         name: &str,
     ) -> Result<(Device, bool), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (count, exists): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(name = ?), 0) FROM devices WHERE account_id = ?",
+        )
+        .bind(name)
+        .bind(account_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if exists == 0 && count >= MAX_DEVICES {
+            return Err(StoreError::Conflict(TOO_MANY_DEVICES));
+        }
         let inserted = sqlx::query(
             "INSERT OR IGNORE INTO devices (account_id, name, created) VALUES (?, ?, ?)",
         )
@@ -2001,6 +2011,19 @@ impl MetaStore for SqliteMeta {
         name: &str,
         enabled: bool,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (count, exists): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COALESCE(SUM(name = ?), 0) FROM device_categories \
+             WHERE account_id = ? AND device_id = ?",
+        )
+        .bind(name)
+        .bind(account_id)
+        .bind(device_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if exists == 0 && count >= MAX_CATEGORIES {
+            return Err(StoreError::Conflict(TOO_MANY_CATEGORIES));
+        }
         sqlx::query(
             "INSERT INTO device_categories (account_id, device_id, name, enabled) VALUES (?, ?, ?, ?) \
              ON CONFLICT (account_id, device_id, name) DO UPDATE SET enabled = excluded.enabled",
@@ -2009,8 +2032,9 @@ impl MetaStore for SqliteMeta {
         .bind(device_id)
         .bind(name)
         .bind(enabled)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -2022,6 +2046,26 @@ impl MetaStore for SqliteMeta {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = self.clock.now();
+        // A category the scan no longer has is forgotten unless it is
+        // switched off (that switch is the user's): rows stay bounded by
+        // the scan's 256 and the switches.
+        let on: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM device_categories WHERE account_id = ? AND device_id = ? AND enabled",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        for gone in on.iter().filter(|n| !rows.iter().any(|r| &r.name == *n)) {
+            sqlx::query(
+                "DELETE FROM device_categories WHERE account_id = ? AND device_id = ? AND name = ?",
+            )
+            .bind(account_id)
+            .bind(device_id)
+            .bind(gone)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "UPDATE device_categories SET files = 0, bytes = 0, new_bytes = 0, scanned = ? \
              WHERE account_id = ? AND device_id = ?",
@@ -2113,6 +2157,19 @@ impl MetaStore for SqliteMeta {
         .bind(&a.snapshot)
         .bind(a.uploaded as i64)
         .bind(a.received)
+        .execute(&self.pool)
+        .await?;
+        // The device's newest attempts are kept, the rest forgotten.
+        sqlx::query(
+            "DELETE FROM attempts WHERE account_id = ? AND device_id = ? AND id <= \
+             (SELECT id FROM attempts WHERE account_id = ? AND device_id = ? \
+              ORDER BY id DESC LIMIT 1 OFFSET ?)",
+        )
+        .bind(account_id)
+        .bind(device_id)
+        .bind(account_id)
+        .bind(device_id)
+        .bind(MAX_ATTEMPTS)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -2249,6 +2306,17 @@ impl MetaStore for SqliteMeta {
                 .execute(&mut *tx)
                 .await?;
         }
+        // So does the account's oldest session beyond the cap.
+        sqlx::query(
+            "DELETE FROM console_sessions WHERE account_id = ? AND hash IN (SELECT hash FROM \
+             console_sessions WHERE account_id = ? ORDER BY rowid DESC \
+             LIMIT -1 OFFSET ?)",
+        )
+        .bind(account_id)
+        .bind(account_id)
+        .bind(MAX_CONSOLE_SESSIONS - 1)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO console_sessions (hash, account_id, csrf, created, expires, password_at) \
              VALUES (?, ?, ?, ?, ?, ?)",
@@ -2294,12 +2362,24 @@ impl MetaStore for SqliteMeta {
         account_id: i64,
         expires: i64,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // The oldest unused links make room: a newer one replaces them.
+        sqlx::query(
+            "DELETE FROM console_links WHERE account_id = ? AND hash IN (SELECT hash FROM \
+             console_links WHERE account_id = ? ORDER BY rowid DESC LIMIT -1 OFFSET ?)",
+        )
+        .bind(account_id)
+        .bind(account_id)
+        .bind(MAX_LINKS - 1)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("INSERT INTO console_links (hash, account_id, expires) VALUES (?, ?, ?)")
             .bind(&hash[..])
             .bind(account_id)
             .bind(expires)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

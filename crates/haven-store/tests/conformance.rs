@@ -913,6 +913,100 @@ async fn chain_contract(m: &dyn MetaStore) -> (i64, BTreeMap<&'static str, BTree
     (a, model)
 }
 
+/// Rows a client makes the store keep are bounded per account (devices,
+/// categories, attempts) and failures to prove a password are counted in
+/// a window.
+async fn limits_contract(m: &dyn MetaStore) {
+    use haven_store::meta::{
+        MAX_ATTEMPTS, MAX_CATEGORIES, MAX_DEVICES, TOO_MANY_CATEGORIES, TOO_MANY_DEVICES,
+    };
+    let a = m
+        .account_create(&account("limits@x"), None)
+        .await
+        .expect("create");
+    let mut first = 0;
+    for i in 0..MAX_DEVICES {
+        let (d, _) = m.device_upsert(a, &format!("d{i}")).await.expect("device");
+        if i == 0 {
+            first = d.id;
+        }
+    }
+    assert!(matches!(
+        m.device_upsert(a, "one more").await,
+        Err(StoreError::Conflict(TOO_MANY_DEVICES))
+    ));
+    assert!(m.device_upsert(a, "d5").await.expect("existing").1);
+    for i in 0..MAX_CATEGORIES {
+        m.category_set(a, first, &format!("c{i}"), true)
+            .await
+            .expect("category");
+    }
+    assert!(matches!(
+        m.category_set(a, first, "one more", false).await,
+        Err(StoreError::Conflict(TOO_MANY_CATEGORIES))
+    ));
+    m.category_set(a, first, "c3", false)
+        .await
+        .expect("existing");
+    // A scan forgets the categories it no longer has, unless switched off.
+    m.categories_scanned(
+        a,
+        first,
+        &[CategoryRow {
+            name: "c1".into(),
+            enabled: true,
+            files: 1,
+            bytes: 2,
+            new_bytes: 0,
+            scanned: None,
+        }],
+    )
+    .await
+    .expect("scan");
+    let names: Vec<String> = m
+        .categories(a, first)
+        .await
+        .expect("categories")
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, vec!["c1".to_string(), "c3".to_string()]);
+    for i in 0..MAX_ATTEMPTS + 5 {
+        let row = AttemptRow {
+            device: String::new(),
+            started: i,
+            finished: i,
+            result: "ok".into(),
+            code: None,
+            message: format!("{i}"),
+            fix: "[]".into(),
+            snapshot: None,
+            uploaded: 0,
+            received: i,
+        };
+        m.attempt_add(a, first, &row).await.expect("attempt");
+    }
+    let kept = m.attempts(a, Some(first), 5000).await.expect("attempts");
+    assert_eq!(kept.len() as i64, MAX_ATTEMPTS);
+    assert_eq!(kept.last().expect("oldest").message, "5");
+    // Failures: counted per key within the window, forgotten after it.
+    let keys = ["account:x".to_string(), "addr:1.2.3.4".to_string()];
+    for t in [100, 200, 300] {
+        m.auth_failure_add(&keys, t, 0).await.expect("failure");
+    }
+    assert_eq!(
+        m.auth_failures(&keys, 150).await.expect("count"),
+        vec![(2, Some(200)), (2, Some(200))]
+    );
+    m.auth_failure_add(&keys[1..], 1000, 250)
+        .await
+        .expect("failure");
+    assert_eq!(
+        m.auth_failures(&keys, 0).await.expect("count"),
+        vec![(1, Some(300)), (2, Some(300))]
+    );
+}
+
 #[tokio::test]
 async fn local_dir_store_conforms() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -926,6 +1020,7 @@ async fn sqlite_meta_conforms() {
         .await
         .expect("open");
     meta_store_contract(&m).await;
+    limits_contract(&m).await;
     let (chain_account, sets) = chain_contract(&m).await;
     drop(m);
     // Reopening runs no migration twice and keeps the data; the sets are
