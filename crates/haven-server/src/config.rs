@@ -53,6 +53,7 @@ pub const KEYS: &[&str] = &[
     "token_days",
     "grant_minutes",
     "trust_forwarded_for",
+    "max_connections",
 ];
 
 /// Everything the server can be configured with. See docs/OPERATIONS.md.
@@ -108,6 +109,9 @@ pub struct Config {
     /// Behind a reverse proxy: take a request's address from the last
     /// entry of `X-Forwarded-For` (for the log and the rate limits).
     pub trust_forwarded_for: bool,
+    /// Connections kept open at most (0: the file-descriptor limit less
+    /// 256); past it the oldest that has sent no request is closed.
+    pub max_connections: u32,
     /// The clock of retention, expiry and sign-ins. Tests move it; no file,
     /// variable, flag or request can set it.
     #[serde(skip)]
@@ -139,6 +143,7 @@ impl Default for Config {
             token_days: 90,
             grant_minutes: 5,
             trust_forwarded_for: false,
+            max_connections: 0,
             clock: haven_store::Clock::default(),
         }
     }

@@ -1,6 +1,7 @@
 //! The Haven server: the HTTP API over a [`MetaStore`](haven_store::MetaStore)
 //! and an [`ObjectStore`](haven_store::ObjectStore).
 
+pub mod admission;
 pub mod api;
 pub mod config;
 pub mod console;
@@ -67,6 +68,10 @@ pub async fn open_state(mut config: Config) -> anyhow::Result<SharedState> {
     journal::backfill(&state).await?;
     Ok(state)
 }
+
+/// How long a new connection may take to send its first request's
+/// headers (the TLS handshake included).
+const FIRST_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A server bound to its port, not yet serving.
 pub struct Bound {
@@ -164,6 +169,11 @@ impl Bound {
     ) -> anyhow::Result<()> {
         let jobs = tokio::spawn(maintenance(self.state.clone()));
         let meta = self.state.meta.clone();
+        let max = match self.state.config.max_connections {
+            0 => admission::default_max(),
+            n => n as usize,
+        };
+        let admission = admission::Admission::new(max);
         let app =
             api::router(self.state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let handle = axum_server::Handle::new();
@@ -173,19 +183,30 @@ impl Bound {
             stopper.graceful_shutdown(Some(std::time::Duration::from_secs(30)));
         });
         let listener = self.listener.into_std()?;
+        // Timeouts that free a connection which sends nothing, or its
+        // headers too slowly (admission.rs).
+        macro_rules! limited {
+            ($server:expr) => {{
+                let mut server = $server
+                    .handle(handle)
+                    .first_request_timeout(FIRST_REQUEST_TIMEOUT);
+                server
+                    .http_builder()
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(FIRST_REQUEST_TIMEOUT);
+                server.serve(app).await?
+            }};
+        }
         match self.tls {
-            Some(tls) => {
-                axum_server::from_tcp_rustls(listener, tls)?
-                    .handle(handle)
-                    .serve(app)
-                    .await?
-            }
-            None => {
-                axum_server::from_tcp(listener)?
-                    .handle(handle)
-                    .serve(app)
-                    .await?
-            }
+            Some(tls) => limited!(
+                axum_server::from_tcp(listener)?.acceptor(
+                    axum_server::tls_rustls::RustlsAcceptor::new(tls)
+                        .handshake_timeout(FIRST_REQUEST_TIMEOUT)
+                        .acceptor(admission)
+                )
+            ),
+            None => limited!(axum_server::from_tcp(listener)?.acceptor(admission)),
         }
         jobs.abort();
         // A maintenance job cut off mid-transaction rolls back; the store
