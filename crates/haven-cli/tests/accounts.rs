@@ -258,7 +258,8 @@ fn sign_up_needs_an_invite_unless_open() {
             &code,
             "--json"
         ]),
-        "email_taken"
+        "invite_invalid",
+        "a used invite says nothing about whether the email has an account"
     );
 }
 
