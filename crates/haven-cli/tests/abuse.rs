@@ -481,3 +481,121 @@ fn rows_a_client_creates_are_bounded() {
     assert_eq!(page(&cookies[1]), 200);
     assert_eq!(page(&cookies[20]), 200);
 }
+
+fn staged_bytes(data: &Path) -> u64 {
+    std::fs::read_dir(data.join("uploads"))
+        .map(|d| d.flatten().map(|e| e.metadata().unwrap().len()).sum())
+        .unwrap_or(0)
+}
+
+/// The first parts of packs that never finish: they count against the
+/// quota (and `max_store_bytes`) from their first byte, so they cannot
+/// park more than the quota leaves plus 16 MiB; idle for an hour, they go.
+#[test]
+fn unfinished_uploads_cannot_park_data_outside_the_quota() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(&tmp.path().join("server"), |c| {
+        c.allow_signup = true;
+        c.plans = vec![haven_server::config::PlanConfig {
+            name: "tiny".into(),
+            quota: "3 MB".into(),
+            selectable: true,
+            quota_bytes: 0,
+        }];
+        c.default_plan = Some("tiny".into());
+    });
+    let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
+    dev.signup("park@example.org", "laptop");
+    let http = Client::new();
+    let part = haven_testkit::tree::noise(1 << 20, 9);
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..60u8 {
+        let r = http
+            .put(format!(
+                "{}/v1/uploads/{}?offset=0&total={}",
+                server.url(),
+                hex::encode([i; 32]),
+                2 << 20
+            ))
+            .bearer_auth(dev.token())
+            .body(part.clone())
+            .send()
+            .unwrap();
+        match r.status().as_u16() {
+            200 => accepted += 1,
+            507 => {
+                let v: Value = r.json().unwrap();
+                refused = Some(v);
+                break;
+            }
+            s => panic!("{s}: {}", r.text().unwrap()),
+        }
+    }
+    let v = refused.expect("parking stops");
+    assert_eq!(v["error"]["code"], "quota_exceeded", "{v}");
+    let staged = staged_bytes(&server.data_dir);
+    assert!(
+        staged <= 3_000_000 + (16 << 20),
+        "{accepted} parts staged {staged} bytes"
+    );
+    assert!(accepted >= 10, "an honest amount is accepted: {accepted}");
+    // Idle for an hour: the maintenance job drops them.
+    let uploads = server.data_dir.join("uploads");
+    let old = filetime::FileTime::from_system_time(
+        std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 3600),
+    );
+    let mut files: Vec<_> = std::fs::read_dir(&uploads)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let fresh = files.pop().unwrap();
+    for f in &files {
+        filetime::set_file_mtime(f, old).unwrap();
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let freed = rt
+        .block_on(haven_server::sweep_uploads(&server.config))
+        .unwrap();
+    assert_eq!(freed, files.len() as u64 * (1 << 20));
+    assert_eq!(staged_bytes(&server.data_dir), 1 << 20);
+    assert!(fresh.exists(), "a recent upload stays");
+}
+
+/// Without plans, an account is bounded by `max_store_bytes`: staged parts
+/// count against it before they are written.
+#[test]
+fn unfinished_uploads_count_against_max_store_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(&tmp.path().join("server"), |c| {
+        c.allow_signup = true;
+        c.max_store_bytes = Some("12 MB".into());
+    });
+    let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
+    dev.signup("full@example.org", "laptop");
+    let http = Client::new();
+    let part = haven_testkit::tree::noise(1 << 20, 3);
+    let mut codes = Vec::new();
+    for i in 0..20u8 {
+        let r = http
+            .put(format!(
+                "{}/v1/uploads/{}?offset=0&total={}",
+                server.url(),
+                hex::encode([i; 32]),
+                2 << 20
+            ))
+            .bearer_auth(dev.token())
+            .body(part.clone())
+            .send()
+            .unwrap();
+        let s = r.status().as_u16();
+        if s != 200 {
+            let v: Value = r.json().unwrap();
+            codes.push(v["error"]["code"].as_str().unwrap().to_string());
+            break;
+        }
+    }
+    assert_eq!(codes, vec!["server_storage_full".to_string()]);
+    assert!(staged_bytes(&server.data_dir) <= 12_000_000);
+}

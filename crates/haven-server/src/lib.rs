@@ -10,6 +10,7 @@ pub mod heap;
 pub mod integrity;
 pub mod journal;
 pub mod retention;
+pub mod staging;
 pub mod state;
 pub mod tls;
 
@@ -61,6 +62,7 @@ pub async fn open_state(mut config: Config) -> anyhow::Result<SharedState> {
         config,
         prelogin_secret,
         uploads: Default::default(),
+        uploads_in_flight: Default::default(),
         snapshot_lock: Default::default(),
         dictionary_lock: Default::default(),
     });
@@ -231,6 +233,10 @@ async fn maintenance(state: SharedState) {
                 tracing::error!(error = %e.body.message, "expiring sign-ins failed; it runs again later")
             }
         }
+        let freed = staging::sweep(&state).await;
+        if freed > 0 {
+            tracing::info!(bytes = freed, "idle uploads dropped");
+        }
         match retention::expire(&state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(deleted = n, "expired backups deleted"),
@@ -290,6 +296,13 @@ pub async fn run_expiry(config: &Config) -> anyhow::Result<u64> {
         .await
         .map_err(|e| anyhow::anyhow!(e.body.message))?;
     Ok(retention::expire(&state).await?)
+}
+
+/// Deletes staged uploads idle for an hour (the maintenance job does it
+/// too); returns the bytes freed.
+pub async fn sweep_uploads(config: &Config) -> anyhow::Result<u64> {
+    let state = open_state(config.clone()).await?;
+    Ok(staging::sweep(&state).await)
 }
 
 /// Creates a one-time invite (for `plan`, or the default plan) and

@@ -13,6 +13,8 @@ pub struct AppState {
     pub prelogin_secret: [u8; 32],
     /// One lock per staging file of a resumable upload.
     pub uploads: crate::api::upload::UploadLocks,
+    /// The staged packs being written now (staging.rs).
+    pub uploads_in_flight: crate::staging::InFlight,
     /// Held while a snapshot's copy is written and committed, or while a
     /// snapshot is deleted: a copy stored as a delta never loses its base.
     pub snapshot_lock: tokio::sync::Mutex<()>,

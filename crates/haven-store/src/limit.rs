@@ -118,6 +118,10 @@ impl<S: ObjectStore> ObjectStore for CapacityLimit<S> {
         self.inner.list(prefix).await
     }
 
+    fn free_bytes(&self) -> Option<u64> {
+        Some(self.max.saturating_sub(self.used.load(Ordering::SeqCst)))
+    }
+
     async fn total_bytes(&self) -> Result<u64, StoreError> {
         self.inner.total_bytes().await
     }

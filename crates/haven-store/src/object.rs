@@ -54,6 +54,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Total bytes of all objects.
     async fn total_bytes(&self) -> Result<u64, StoreError>;
+    /// Bytes the store may still take before it refuses writes as full
+    /// (`max_store_bytes`); `None` when only the disk limits it. Uploads
+    /// staged outside the store count against it (the server checks).
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Keys are `/`-separated segments of `[a-z0-9._-]`, none of them empty,

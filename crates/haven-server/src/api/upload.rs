@@ -12,7 +12,6 @@
 //! limits its rate, so a pack costs one request and one fsync.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -50,14 +49,6 @@ fn parse_id(id: &str) -> ApiResult<PackId> {
 }
 
 use crate::integrity::object_key;
-
-fn staging_path(state: &SharedState, account_id: i64, pack: &PackId) -> PathBuf {
-    state
-        .config
-        .data_dir
-        .join("uploads")
-        .join(format!("{account_id}-{}", pack.to_hex()))
-}
 
 /// Verifies a complete pack, stores it durably, then indexes its blobs.
 /// The id must be the hash of the bytes (catches damage in transit), and
@@ -266,7 +257,7 @@ pub async fn put_part(
     // not see the file while the abandoned part still writes to it.
     let lock = state
         .uploads
-        .get(&staging_path(&state, caller.account_id, &pack_id).to_string_lossy());
+        .get(&crate::staging::path(&state, caller.account_id, &pack_id).to_string_lossy());
     let guard = lock.lock_owned().await;
     tokio::spawn(async move {
         let _guard = guard;
@@ -283,7 +274,7 @@ async fn part(
     q: PartQuery,
     body: Body,
 ) -> ApiResult<Json<UploadStatus>> {
-    let path = staging_path(state, caller.account_id, &pack_id);
+    let path = crate::staging::path(state, caller.account_id, &pack_id);
     let current = tokio::fs::metadata(&path)
         .await
         .map(|m| m.len())
@@ -299,6 +290,8 @@ async fn part(
     if current != q.offset {
         return Err(offset_mismatch(current));
     }
+    // Staged bytes count from the first one (staging.rs).
+    let _claim = crate::staging::admit(state, caller.account_id, pack_id, q.total).await?;
     let end = append_part(&path, q.offset, q.total, body).await?;
     haven_proto::fault::point("after-part-append");
     if end < q.total {
@@ -401,7 +394,7 @@ pub async fn status(
             complete: true,
         }));
     }
-    let path = staging_path(&state, caller.account_id, &pack_id);
+    let path = crate::staging::path(&state, caller.account_id, &pack_id);
     let offset = tokio::fs::metadata(&path)
         .await
         .map(|m| m.len())
