@@ -599,3 +599,31 @@ fn unfinished_uploads_count_against_max_store_bytes() {
     assert_eq!(codes, vec!["server_storage_full".to_string()]);
     assert!(staged_bytes(&server.data_dir) <= 12_000_000);
 }
+
+/// Routes with a token take at most 1 MiB of JSON; a commit (whose blob
+/// list a new device sends whole) and the upload probe take more.
+#[test]
+fn routes_with_a_token_take_a_mebibyte_but_commits_take_their_blob_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
+    dev.signup("big@example.org", "laptop");
+    let ids: Vec<String> = (0..20_000u32)
+        .map(|i| hex::encode(blake3::hash(&i.to_le_bytes()).as_bytes()))
+        .collect();
+    let body = json!({ "ids": ids });
+    let send = |path: &str| {
+        Client::new()
+            .post(format!("{}{path}", server.url()))
+            .bearer_auth(dev.token())
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(send("/v1/blobs/missing"), 413);
+    assert_eq!(send("/v1/attempts"), 413);
+    // The same 1.3 MB reaches the commit's own checks (not a commit).
+    assert_eq!(send("/v1/snapshots"), 422);
+}

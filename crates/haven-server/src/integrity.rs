@@ -141,7 +141,7 @@ pub struct GcReport {
     pub bytes_removed: u64,
     pub packs_deleted: u64,
     pub packs_rewritten: u64,
-    /// Staging files of uploads abandoned for `session_days` (removed).
+    /// Staging files of uploads idle for an hour (removed).
     pub staging_removed: u64,
     pub duration_secs: f64,
 }
@@ -167,7 +167,7 @@ pub async fn gc(state: &SharedState) -> Result<GcReport, StoreError> {
             }
         }
     }
-    r.staging_removed = sweep_staging(state, cutoff).await;
+    r.staging_removed = crate::staging::sweep(state).await.0;
     r.duration_secs = started.elapsed().as_secs_f64();
     let report = serde_json::to_string(&r).unwrap_or_default();
     state
@@ -175,28 +175,6 @@ pub async fn gc(state: &SharedState) -> Result<GcReport, StoreError> {
         .job_record("gc", started_at, state.now(), &report)
         .await?;
     Ok(r)
-}
-
-/// Removes staging files of resumable uploads untouched since `cutoff`:
-/// their client gave up (a resumed upload appends, which touches them).
-async fn sweep_staging(state: &SharedState, cutoff: i64) -> u64 {
-    let dir = state.config.data_dir.join("uploads");
-    tokio::task::spawn_blocking(move || {
-        let cutoff = std::time::UNIX_EPOCH + std::time::Duration::from_secs(cutoff.max(0) as u64);
-        let mut removed = 0;
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t < cutoff);
-            if old && std::fs::remove_file(e.path()).is_ok() {
-                removed += 1;
-            }
-        }
-        removed
-    })
-    .await
-    .unwrap_or(0)
 }
 
 /// Copies a sparse pack's intact live blobs into a new pack; the old one

@@ -233,7 +233,7 @@ async fn maintenance(state: SharedState) {
                 tracing::error!(error = %e.body.message, "expiring sign-ins failed; it runs again later")
             }
         }
-        let freed = staging::sweep(&state).await;
+        let (_, freed) = staging::sweep(&state).await;
         if freed > 0 {
             tracing::info!(bytes = freed, "idle uploads dropped");
         }
@@ -302,7 +302,7 @@ pub async fn run_expiry(config: &Config) -> anyhow::Result<u64> {
 /// too); returns the bytes freed.
 pub async fn sweep_uploads(config: &Config) -> anyhow::Result<u64> {
     let state = open_state(config.clone()).await?;
-    Ok(staging::sweep(&state).await)
+    Ok(staging::sweep(&state).await.1)
 }
 
 /// Creates a one-time invite (for `plan`, or the default plan) and

@@ -171,13 +171,13 @@ pub async fn admit<'a>(
 }
 
 /// Deletes staged files idle for [`IDLE_SECS`] and not being written;
-/// returns how many bytes went.
-pub async fn sweep(state: &SharedState) -> u64 {
+/// returns how many files and bytes went.
+pub async fn sweep(state: &SharedState) -> (u64, u64) {
     let d = dir(state);
     let files = tokio::task::spawn_blocking(move || staged(&d))
         .await
         .unwrap_or_default();
-    let mut freed = 0;
+    let (mut n, mut freed) = (0, 0);
     for (account, pack, len, idle) in files {
         if idle < IDLE_SECS
             || state
@@ -192,8 +192,9 @@ pub async fn sweep(state: &SharedState) -> u64 {
             .is_ok()
         {
             tracing::info!(account_id = account, pack = %pack, bytes = len, "an upload idle for an hour was dropped");
+            n += 1;
             freed += len;
         }
     }
-    freed
+    (n, freed)
 }

@@ -18,8 +18,13 @@ use crate::config::version_less;
 use crate::error::ApiError;
 use crate::state::SharedState;
 
-/// JSON requests; a commit's full blob list for a million-blob backup is ~70 MB.
-const JSON_LIMIT: usize = 128 << 20;
+/// Bodies of routes with a token: 10,000 ids in hex (`missing`, `fetch`)
+/// are 680 KB of JSON.
+const TOKEN_LIMIT: usize = 1 << 20;
+/// A commit: its full blob list for a million-blob backup is ~70 MB.
+const COMMIT_LIMIT: usize = 128 << 20;
+/// `haven doctor`'s upload probe is 4 MiB.
+const SPEEDTEST_LIMIT: usize = 8 << 20;
 
 /// Bodies of the routes anyone can call without a token (and of the
 /// password routes): a sign-up is under 2 KiB, so 64 KiB leaves room and
@@ -62,7 +67,10 @@ pub fn router(state: SharedState) -> Router {
         )
         .route("/v1/sessions", post(backup::open_session))
         .route("/v1/usage", get(storage::usage))
-        .route("/v1/speedtest", post(speedtest))
+        .route(
+            "/v1/speedtest",
+            post(speedtest).layer(DefaultBodyLimit::max(SPEEDTEST_LIMIT)),
+        )
         .route("/v1/plans", get(storage::plans))
         .route("/v1/plan", put(storage::set_plan))
         .route(
@@ -78,7 +86,12 @@ pub fn router(state: SharedState) -> Router {
             "/v1/attempts",
             get(storage::attempts).post(storage::add_attempt),
         )
-        .route("/v1/snapshots", post(backup::commit).get(backup::list))
+        .route(
+            "/v1/snapshots",
+            post(backup::commit)
+                .layer(DefaultBodyLimit::max(COMMIT_LIMIT))
+                .get(backup::list),
+        )
         .route(
             "/v1/snapshots/{id}",
             get(backup::get).delete(backup::delete),
@@ -86,7 +99,7 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/snapshots/{id}/damaged", get(backup::damaged))
         .merge(crate::console::router())
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .layer(DefaultBodyLimit::max(TOKEN_LIMIT))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             client_version,
