@@ -247,7 +247,11 @@ pub async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Re
                         @let ok = last(attempts, &["ok", "partial"]);
                         @let failure = last(attempts, &["failed", "partial"]).filter(|f| ok.is_none_or(|o| f.finished >= o.finished));
                         tr {
-                            td { a href=(format!("/devices/{}", path_escape(&d.name))) { (d.name) } }
+                            td {
+                                a href=(format!("/devices/{}", path_escape(&d.name))) { (d.name) }
+                                @if !d.signed_in { div.muted { "signed out" } }
+                                @if let Some(seen) = d.last_seen { div.muted { "seen " (rfc3339(seen)) } }
+                            }
                             td {
                                 (d.last_backup.map(rfc3339).unwrap_or_else(|| "never".into()))
                                 @if d.last_backup.is_none_or(|t| now - t > 3 * DAY) {
