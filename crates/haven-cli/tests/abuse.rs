@@ -482,6 +482,33 @@ fn rows_a_client_creates_are_bounded() {
     assert_eq!(page(&cookies[20]), 200);
 }
 
+/// Sends 1 MiB parts, each the first part of another 2 MiB pack that is
+/// never finished, until the server refuses one; returns how many it took
+/// and the refusal.
+fn park_parts(server: &TestServer, dev: &Device, at_most: u8) -> (u32, Option<Value>) {
+    let http = Client::new();
+    let part = haven_testkit::tree::noise(1 << 20, 9);
+    let mut accepted = 0;
+    for i in 0..at_most {
+        let r = http
+            .put(format!(
+                "{}/v1/uploads/{}?offset=0&total={}",
+                server.url(),
+                hex::encode([i; 32]),
+                2 << 20
+            ))
+            .bearer_auth(dev.token())
+            .body(part.clone())
+            .send()
+            .unwrap();
+        match r.status().as_u16() {
+            200 => accepted += 1,
+            _ => return (accepted, Some(r.json().unwrap())),
+        }
+    }
+    (accepted, None)
+}
+
 fn staged_bytes(data: &Path) -> u64 {
     std::fs::read_dir(data.join("uploads"))
         .map(|d| d.flatten().map(|e| e.metadata().unwrap().len()).sum())
@@ -506,32 +533,7 @@ fn unfinished_uploads_cannot_park_data_outside_the_quota() {
     });
     let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
     dev.signup("park@example.org", "laptop");
-    let http = Client::new();
-    let part = haven_testkit::tree::noise(1 << 20, 9);
-    let mut accepted = 0;
-    let mut refused = None;
-    for i in 0..60u8 {
-        let r = http
-            .put(format!(
-                "{}/v1/uploads/{}?offset=0&total={}",
-                server.url(),
-                hex::encode([i; 32]),
-                2 << 20
-            ))
-            .bearer_auth(dev.token())
-            .body(part.clone())
-            .send()
-            .unwrap();
-        match r.status().as_u16() {
-            200 => accepted += 1,
-            507 => {
-                let v: Value = r.json().unwrap();
-                refused = Some(v);
-                break;
-            }
-            s => panic!("{s}: {}", r.text().unwrap()),
-        }
-    }
+    let (accepted, refused) = park_parts(&server, &dev, 60);
     let v = refused.expect("parking stops");
     assert_eq!(v["error"]["code"], "quota_exceeded", "{v}");
     let staged = staged_bytes(&server.data_dir);
@@ -574,29 +576,9 @@ fn unfinished_uploads_count_against_max_store_bytes() {
     });
     let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
     dev.signup("full@example.org", "laptop");
-    let http = Client::new();
-    let part = haven_testkit::tree::noise(1 << 20, 3);
-    let mut codes = Vec::new();
-    for i in 0..20u8 {
-        let r = http
-            .put(format!(
-                "{}/v1/uploads/{}?offset=0&total={}",
-                server.url(),
-                hex::encode([i; 32]),
-                2 << 20
-            ))
-            .bearer_auth(dev.token())
-            .body(part.clone())
-            .send()
-            .unwrap();
-        let s = r.status().as_u16();
-        if s != 200 {
-            let v: Value = r.json().unwrap();
-            codes.push(v["error"]["code"].as_str().unwrap().to_string());
-            break;
-        }
-    }
-    assert_eq!(codes, vec!["server_storage_full".to_string()]);
+    let (_, refused) = park_parts(&server, &dev, 20);
+    let v = refused.expect("parking stops");
+    assert_eq!(v["error"]["code"], "server_storage_full", "{v}");
     assert!(staged_bytes(&server.data_dir) <= 12_000_000);
 }
 

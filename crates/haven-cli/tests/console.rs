@@ -447,5 +447,8 @@ fn destructive_console_actions_ask_for_the_password_again() {
     let (_, page) = get(&format!("{url}/devices/laptop"), &cookie);
     assert!(page.contains("Signed out"), "{page}");
     let (_, page) = get(&format!("{url}/devices"), &cookie);
-    assert!(page.contains("signed out"), "the devices page says so: {page}");
+    assert!(
+        page.contains("signed out"),
+        "the devices page says so: {page}"
+    );
 }

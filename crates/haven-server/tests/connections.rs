@@ -6,26 +6,17 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const SERVER_BIN: &str = env!("CARGO_BIN_EXE_haven-server");
+mod common;
 
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn health(port: u16) -> Result<(), String> {
+fn health(url: &str) -> Result<(), String> {
     let r = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()
         .unwrap()
-        .get(format!("http://127.0.0.1:{port}/v1/health"))
+        .get(format!("{url}/v1/health"))
         .send()
         .map_err(|e| e.to_string())?;
     if r.status().is_success() {
@@ -38,11 +29,6 @@ fn health(port: u16) -> Result<(), String> {
 #[test]
 fn idle_and_slow_connections_cannot_starve_the_server() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     // This test holds ~2,100 sockets itself: raise its own soft limit.
     let raised = Command::new("prlimit")
         .args(["--pid", &std::process::id().to_string(), "--nofile=8192:"])
@@ -51,26 +37,22 @@ fn idle_and_slow_connections_cannot_starve_the_server() {
         raised.is_ok_and(|s| s.success()),
         "prlimit (util-linux) is needed to raise this test's descriptor limit"
     );
-    let _server = Kill(
-        Command::new("prlimit")
-            .args(["--nofile=1024:1024", SERVER_BIN, "serve", "--data-dir"])
-            .arg(tmp.path().join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (child, url) = common::serve_under(
+        &["prlimit", "--nofile=1024:1024"],
+        &tmp.path().join("data"),
+        &[],
     );
+    let _server = common::Killed(child);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while health(port).is_err() {
-        assert!(Instant::now() < deadline, "the server never started");
+    while health(&url).is_err() {
+        assert!(Instant::now() < deadline, "the server never answered");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
 
     // Each attempt waits at most 2 s to connect: a server that stopped
     // accepting shows as failed attempts and a health check that times
     // out, not as a test that waits for the server's own timeouts.
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut held = Vec::new();
     for i in 0..2_000 {
         let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
@@ -82,11 +64,11 @@ fn idle_and_slow_connections_cannot_starve_the_server() {
         }
         held.push(s);
         if i % 250 == 249 {
-            health(port).unwrap_or_else(|e| panic!("after {} connections: {e}", i + 1));
+            health(&url).unwrap_or_else(|e| panic!("after {} connections: {e}", i + 1));
         }
     }
     for _ in 0..3 {
-        health(port).unwrap_or_else(|e| panic!("with 2,000 connections attempted: {e}"));
+        health(&url).unwrap_or_else(|e| panic!("with 2,000 connections attempted: {e}"));
     }
     // The oldest idle connections were closed to make room.
     let mut first = held.swap_remove(0);

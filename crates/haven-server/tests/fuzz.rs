@@ -7,23 +7,13 @@
 //! 200 MB. The seed is fixed: a failure reproduces.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-const SERVER_BIN: &str = env!("CARGO_BIN_EXE_haven-server");
-
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+mod common;
 
 const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/health"),
@@ -142,23 +132,17 @@ fn status_of(r: reqwest::Result<reqwest::blocking::Response>) -> Option<u16> {
 #[test]
 fn every_route_survives_five_thousand_hostile_requests() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut server = Kill(
-        Command::new(SERVER_BIN)
-            .args(["serve", "--allow-signup", "--data-dir"])
-            .arg(tmp.path().join("data"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--set", "kdf_memory_kib=256", "--set", "kdf_iterations=1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (child, base) = common::serve(
+        &tmp.path().join("data"),
+        &[
+            "--allow-signup",
+            "--set",
+            "kdf_memory_kib=256",
+            "--set",
+            "kdf_iterations=1",
+        ],
     );
-    let base = format!("http://127.0.0.1:{port}");
+    let mut server = common::Killed(child);
     // A fresh connection per request: an error is this request's, never
     // a pooled connection's that the server closed after an earlier one.
     let http = reqwest::blocking::Client::builder()

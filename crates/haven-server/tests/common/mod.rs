@@ -9,13 +9,27 @@ pub const SERVER: &str = env!("CARGO_BIN_EXE_haven-server");
 
 /// `haven-server serve` on a free loopback port with `args` added, once
 /// it accepts connections; returns the process and its URL.
+#[allow(dead_code)] // Not every test binary that shares this module needs it.
 pub fn serve(data: &Path, args: &[&str]) -> (Child, String) {
+    serve_under(&[], data, args)
+}
+
+/// [`serve`], run by `wrapper` (e.g. `["prlimit", "--nofile=1024:1024"]`).
+pub fn serve_under(wrapper: &[&str], data: &Path, args: &[&str]) -> (Child, String) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let child = Command::new(SERVER)
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(SERVER);
+            c
+        }
+        None => Command::new(SERVER),
+    };
+    let child = cmd
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(args)
         .arg("--data-dir")
@@ -30,6 +44,17 @@ pub fn serve(data: &Path, args: &[&str]) -> (Child, String) {
         std::thread::sleep(Duration::from_millis(10));
     }
     (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// Kills the server process when the test ends, however it ends.
+#[allow(dead_code)] // Not every test binary that shares this module needs it.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Signs a device up at `url` (open sign-up, weak KDF allowed by the
