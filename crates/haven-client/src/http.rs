@@ -232,8 +232,11 @@ impl HttpRemote {
             .and_then(|u| {
                 u.host_str().map(|h| {
                     let h = h.trim_start_matches('[').trim_end_matches(']');
+                    // 0.0.0.0 and :: reach this machine too (a server
+                    // told to listen on every address).
                     h.eq_ignore_ascii_case("localhost")
-                        || h.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+                        || h.parse::<std::net::IpAddr>()
+                            .is_ok_and(|a| a.is_loopback() || a.is_unspecified())
                 })
             })
             .unwrap_or(false);
@@ -907,6 +910,7 @@ mod tests {
             "http://localhost:8420/",
             "http://LOCALHOST",
             "http://[::1]:8420",
+            "http://0.0.0.0:8420",
             "https://backup.example.org",
             "https://192.0.2.1:8420",
         ] {

@@ -31,7 +31,7 @@ fn idle_and_slow_connections_cannot_starve_the_server() {
     let tmp = tempfile::tempdir().unwrap();
     // This test holds ~2,100 sockets itself: raise its own soft limit.
     let raised = Command::new("prlimit")
-        .args(["--pid", &std::process::id().to_string(), "--nofile=8192:"])
+        .args(["--pid", &std::process::id().to_string(), "--nofile=4096:"])
         .status();
     assert!(
         raised.is_ok_and(|s| s.success()),
