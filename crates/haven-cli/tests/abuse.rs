@@ -321,6 +321,17 @@ fn packs_of_blobs_the_account_holds_store_nothing_twice() {
         grown < 20 * 2000,
         "40 packs of 2 MiB of known blobs added {grown} bytes"
     );
+    // One new blob named 40 times in a pack is stored once.
+    let before = pack_bytes(&server.data_dir);
+    let repeated = blob(3, 100_000);
+    let (id, bytes) = pack_of(&[&repeated; 40]);
+    remote.put_pack(id, bytes).unwrap();
+    let grown = pack_bytes(&server.data_dir) - before;
+    assert!(
+        grown < 2 * 100_000,
+        "40 copies of one blob added {grown} bytes"
+    );
+    assert!(remote.missing(&[repeated.0]).unwrap().is_empty());
     // What was stored stripped is whole: every blob is there once.
     let ids: Vec<_> = (0..20u8).map(|i| blob(100 + i, 1000).0).collect();
     assert!(remote.missing(&ids).unwrap().is_empty());
@@ -608,4 +619,25 @@ fn routes_with_a_token_take_a_mebibyte_but_commits_take_their_blob_lists() {
     assert_eq!(send("/v1/attempts"), 413);
     // The same 1.3 MB reaches the commit's own checks (not a commit).
     assert_eq!(send("/v1/snapshots"), 422);
+}
+
+/// Guesses sent all at once meet the same limit: each counts before it
+/// is checked, so no burst gets more than 20 through.
+#[test]
+fn a_burst_of_parallel_guesses_gets_no_more_than_twenty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&tmp.path().join("server"));
+    let dev = Device::new(Path::new(BIN), &tmp.path().join("dev"), &server.url(), PW);
+    dev.signup("burst@example.org", "laptop");
+    let wrong = "ab".repeat(32);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..60)
+            .map(|_| s.spawn(|| login(&server, "burst@example.org", &wrong).0))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + limited, 60, "{statuses:?}");
+    assert!(checked <= 20, "{checked} guesses were checked");
 }

@@ -28,8 +28,15 @@ document.addEventListener("DOMContentLoaded", () => {
       if (!res.ok) throw await res.json().catch(() => ({ error: { message: "The server answered " + res.status + ".", fix: ["Try again."] } }));
       // Back to where the password was asked again: only a path of this
       // console, never another site.
+      // Resolved against this page: anything that leaves its origin
+      // (`//host`, `/\thost`, `https:…`) goes to the start page instead.
       const next = new URLSearchParams(window.location.search).get("next");
-      window.location.href = next && next.startsWith("/") && !next.startsWith("//") && !next.includes("\\") ? next : "/";
+      let target = "/";
+      try {
+        const url = new URL(next || "/", window.location.origin);
+        if (url.origin === window.location.origin) target = url.pathname + url.search;
+      } catch (_) {}
+      window.location.href = target;
     } catch (e) {
       const err = (e && e.error) || { message: String(e), fix: [] };
       status.textContent = err.message + " " + (err.fix || []).join(" ");

@@ -76,6 +76,15 @@ pub enum TokenScope {
     AllExcept(Option<i64>),
 }
 
+/// What [`MetaStore::auth_attempt`] decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthAttempt {
+    /// A key has this many failures in the window, the oldest at `oldest`.
+    Limited { failures: u32, oldest: i64 },
+    /// Counted as a failure, in these rows, until it succeeds.
+    Counted(Vec<i64>),
+}
+
 /// A console session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsoleSession {
@@ -272,6 +281,8 @@ pub const MAX_CATEGORIES: i64 = 256;
 pub const MAX_ATTEMPTS: i64 = 1000;
 /// Unused one-time console links per account; a new one ends the oldest.
 pub const MAX_LINKS: i64 = 10;
+/// Ended sign-ins whose reason an account keeps (for `token_revoked`).
+pub const MAX_REVOKED: i64 = 200;
 /// Console sessions per account; a new one ends the oldest.
 pub const MAX_CONSOLE_SESSIONS: i64 = 20;
 
@@ -560,21 +571,22 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Uses a link: its account if it is unused and unexpired, once.
     async fn console_link_redeem(&self, hash: [u8; 32]) -> Result<Option<i64>, StoreError>;
 
-    /// Records a failed attempt to prove a password (or a recovery key,
-    /// or an invite) under each of `keys` (an account, an address) at `now`,
-    /// and forgets failures older than `forget_before`.
-    async fn auth_failure_add(
+    /// One attempt to prove a password (or a recovery key, or an invite),
+    /// counted under each of `keys` (an account, an address) before it is
+    /// checked, in one transaction: `Limited` if a key already has `max`
+    /// failures since `since`, else the attempt counts as a failure until
+    /// [`MetaStore::auth_attempt_succeeded`] forgets it. Parallel guesses
+    /// therefore cannot all pass the count. Failures before `since` are
+    /// forgotten.
+    async fn auth_attempt(
         &self,
         keys: &[String],
         now: i64,
-        forget_before: i64,
-    ) -> Result<(), StoreError>;
-    /// For each of `keys`: the failures since `since`, and the oldest's time.
-    async fn auth_failures(
-        &self,
-        keys: &[String],
         since: i64,
-    ) -> Result<Vec<(u32, Option<i64>)>, StoreError>;
+        max: u32,
+    ) -> Result<AuthAttempt, StoreError>;
+    /// Forgets an attempt that succeeded.
+    async fn auth_attempt_succeeded(&self, rows: &[i64]) -> Result<(), StoreError>;
 
     /// Records a backup attempt.
     async fn attempt_add(

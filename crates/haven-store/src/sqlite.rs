@@ -1447,6 +1447,17 @@ impl MetaStore for SqliteMeta {
         .bind(device)
         .execute(&mut *tx)
         .await?;
+        // The reasons are kept for the account's newest revocations only:
+        // signing in again and again must not grow the table.
+        sqlx::query(
+            "DELETE FROM revoked_tokens WHERE account_id = ? AND rowid NOT IN \
+             (SELECT rowid FROM revoked_tokens WHERE account_id = ? ORDER BY rowid DESC LIMIT ?)",
+        )
+        .bind(account_id)
+        .bind(account_id)
+        .bind(MAX_REVOKED)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(hashes
             .into_iter()
@@ -2095,45 +2106,54 @@ impl MetaStore for SqliteMeta {
         Ok(())
     }
 
-    async fn auth_failure_add(
+    async fn auth_attempt(
         &self,
         keys: &[String],
         now: i64,
-        forget_before: i64,
-    ) -> Result<(), StoreError> {
+        since: i64,
+        max: u32,
+    ) -> Result<AuthAttempt, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM auth_failures WHERE at < ?")
-            .bind(forget_before)
+            .bind(since)
             .execute(&mut *tx)
             .await?;
         for k in keys {
-            sqlx::query("INSERT INTO auth_failures (key, at) VALUES (?, ?)")
-                .bind(k)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            let (n, oldest): (i64, Option<i64>) =
+                sqlx::query_as("SELECT COUNT(*), MIN(at) FROM auth_failures WHERE key = ?")
+                    .bind(k)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if n >= i64::from(max) {
+                return Ok(AuthAttempt::Limited {
+                    failures: n as u32,
+                    oldest: oldest.unwrap_or(now),
+                });
+            }
         }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn auth_failures(
-        &self,
-        keys: &[String],
-        since: i64,
-    ) -> Result<Vec<(u32, Option<i64>)>, StoreError> {
-        let mut out = Vec::with_capacity(keys.len());
+        let mut rows = Vec::with_capacity(keys.len());
         for k in keys {
-            let (n, oldest): (i64, Option<i64>) = sqlx::query_as(
-                "SELECT COUNT(*), MIN(at) FROM auth_failures WHERE key = ? AND at >= ?",
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO auth_failures (key, at) VALUES (?, ?) RETURNING rowid",
             )
             .bind(k)
-            .bind(since)
-            .fetch_one(&self.pool)
+            .bind(now)
+            .fetch_one(&mut *tx)
             .await?;
-            out.push((n as u32, oldest));
+            rows.push(id);
         }
-        Ok(out)
+        tx.commit().await?;
+        Ok(AuthAttempt::Counted(rows))
+    }
+
+    async fn auth_attempt_succeeded(&self, rows: &[i64]) -> Result<(), StoreError> {
+        for id in rows {
+            sqlx::query("DELETE FROM auth_failures WHERE rowid = ?")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn attempt_add(

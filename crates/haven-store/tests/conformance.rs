@@ -989,21 +989,46 @@ async fn limits_contract(m: &dyn MetaStore) {
     let kept = m.attempts(a, Some(first), 5000).await.expect("attempts");
     assert_eq!(kept.len() as i64, MAX_ATTEMPTS);
     assert_eq!(kept.last().expect("oldest").message, "5");
-    // Failures: counted per key within the window, forgotten after it.
+    // Attempts count as failures until they succeed; a key with `max`
+    // failures in the window is limited; old failures are forgotten.
+    use haven_store::meta::AuthAttempt;
     let keys = ["account:x".to_string(), "addr:1.2.3.4".to_string()];
+    let mut counted = Vec::new();
     for t in [100, 200, 300] {
-        m.auth_failure_add(&keys, t, 0).await.expect("failure");
+        match m.auth_attempt(&keys, t, 0, 3).await.expect("attempt") {
+            AuthAttempt::Counted(rows) => counted.push(rows),
+            other => panic!("{other:?}"),
+        }
     }
     assert_eq!(
-        m.auth_failures(&keys, 150).await.expect("count"),
-        vec![(2, Some(200)), (2, Some(200))]
+        m.auth_attempt(&keys, 301, 0, 3).await.expect("attempt"),
+        AuthAttempt::Limited {
+            failures: 3,
+            oldest: 100
+        }
     );
-    m.auth_failure_add(&keys[1..], 1000, 250)
-        .await
-        .expect("failure");
+    // The one at 300 succeeded: two failures are left.
+    m.auth_attempt_succeeded(&counted[2]).await.expect("forget");
+    assert!(matches!(
+        m.auth_attempt(&keys, 302, 0, 3).await.expect("attempt"),
+        AuthAttempt::Counted(_)
+    ));
+    // Past the window (since 150), the failure at 100 is forgotten: 200
+    // and 302 count, and one more makes three.
+    assert!(matches!(
+        m.auth_attempt(&keys[1..], 400, 150, 3)
+            .await
+            .expect("attempt"),
+        AuthAttempt::Counted(_)
+    ));
     assert_eq!(
-        m.auth_failures(&keys, 0).await.expect("count"),
-        vec![(1, Some(300)), (2, Some(300))]
+        m.auth_attempt(&keys[1..], 401, 150, 3)
+            .await
+            .expect("attempt"),
+        AuthAttempt::Limited {
+            failures: 3,
+            oldest: 200
+        }
     );
 }
 

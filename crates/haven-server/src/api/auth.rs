@@ -102,6 +102,13 @@ impl FromRequestParts<SharedState> for Caller {
             state.meta.token_touch(hash, t.device_id, now).await?;
             if now - t.last_used >= DAY {
                 crate::journal::token(state, &hash, t.account_id, t.device_id, now).await?;
+                // Revoked meanwhile: its copy was removed before this one
+                // was written, so remove it again (a rebuild must not
+                // bring the sign-in back).
+                if state.meta.token_lookup(hash).await?.is_none() {
+                    crate::journal::tokens_gone(state, &[(t.account_id, hash)]).await?;
+                    return Err(ApiError::unauthorized());
+                }
             }
         }
         let elevated = match parts.headers.get(GRANT_HEADER) {
@@ -187,12 +194,13 @@ pub async fn elevate(
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     let guard =
-        super::ratelimit::check(&state, Some(&account.email), caller.peer.map(|p| p.ip())).await?;
+        super::ratelimit::check_device(&state, caller.device_id, caller.peer.map(|p| p.ip()))
+            .await?;
     if !hash_matches(&account.auth_hash, &key) {
-        guard.failed(&state).await?;
         tracing::warn!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), "wrong password to confirm a destructive action");
         return Err(ApiError::wrong_password());
     }
+    guard.succeeded(&state).await?;
     let expires = state.now() + i64::from(state.config.grant_minutes) * 60;
     let mac = grant_mac(&state, &account, caller.device_id, expires);
     Ok(Json(ElevateResponse {
@@ -424,9 +432,11 @@ pub async fn signup(
     // guess at an account's password, but a run of them probes invites.
     let guard = super::ratelimit::check(&state, None, from.ip()).await?;
     let account_id = match state.meta.account_create(&new, invite_hash).await {
-        Ok(id) => id,
+        Ok(id) => {
+            guard.succeeded(&state).await?;
+            id
+        }
         Err(StoreError::Conflict(code @ (EMAIL_TAKEN | INVITE_INVALID))) => {
-            guard.failed(&state).await?;
             tracing::warn!(addr = %from.text(), "sign-up refused: {code}");
             return Err(signup_refused(code, &email));
         }
@@ -458,11 +468,11 @@ pub async fn check_password(
     let key = key32(auth_key_hex, "auth_key")?;
     let guard = super::ratelimit::check(state, Some(&email), from.ip()).await?;
     match state.meta.account_by_email(&email).await? {
-        Some(a) if hash_matches(&a.auth_hash, &key) => Ok(a),
-        _ => {
-            guard.failed(state).await?;
-            Err(ApiError::wrong_password())
+        Some(a) if hash_matches(&a.auth_hash, &key) => {
+            guard.succeeded(state).await?;
+            Ok(a)
         }
+        _ => Err(ApiError::wrong_password()),
     }
 }
 
@@ -507,12 +517,12 @@ pub async fn login(
     let account = state.meta.account_by_email(&email).await?;
     match account {
         Some(a) if hash_matches(&a.auth_hash, &key) => {
+            guard.succeeded(&state).await?;
             let r = issue_token(&state, a.id, &req.device, &a.wrapped_key).await?;
             tracing::info!(account_id = a.id, device_id = r.device_id, addr = %from.text(), "device signed in");
             Ok(Json(r))
         }
         _ => {
-            guard.failed(&state).await?;
             tracing::warn!(email = %email, addr = %from.text(), "sign-in with a wrong email or password");
             Err(ApiError::wrong_password())
         }
@@ -529,9 +539,11 @@ pub async fn recover(
     let key = key32(&req.recovery_auth_key, "recovery_auth_key")?;
     let guard = super::ratelimit::check(&state, Some(&email), from.ip()).await?;
     let account = match state.meta.account_by_email(&email).await? {
-        Some(a) if hash_matches(&a.recovery_auth_hash, &key) => a,
+        Some(a) if hash_matches(&a.recovery_auth_hash, &key) => {
+            guard.succeeded(&state).await?;
+            a
+        }
         _ => {
-            guard.failed(&state).await?;
             tracing::warn!(email = %email, addr = %from.text(), "recovery with a wrong email or recovery key");
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::WrongPassword, "The email or recovery key is wrong.")
                 .fix("Check the email and the recovery key you saved at sign-up (64 hex digits; dashes and spaces do not matter)."));

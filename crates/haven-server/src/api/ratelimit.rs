@@ -12,6 +12,8 @@
 
 use std::net::IpAddr;
 
+use haven_store::meta::AuthAttempt;
+
 use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
@@ -20,14 +22,15 @@ pub const MAX_FAILURES: u32 = 20;
 /// …in this many seconds.
 pub const WINDOW_SECS: i64 = 15 * 60;
 
-/// The keys a request's failures count under.
+/// An attempt being checked: counted as a failure until it succeeds.
 pub struct Guard {
-    keys: Vec<String>,
+    rows: Vec<i64>,
 }
 
 /// Refuses when the account (by email) or the address has failed
-/// [`MAX_FAILURES`] times within the window; otherwise the guard that
-/// records this request's failure, if it fails.
+/// [`MAX_FAILURES`] times within the window; otherwise counts this attempt
+/// as a failure, in the same transaction, until [`Guard::succeeded`]: a
+/// burst of parallel guesses cannot all pass the count.
 pub async fn check(
     state: &SharedState,
     email: Option<&str>,
@@ -37,36 +40,51 @@ pub async fn check(
     if let Some(e) = email {
         keys.push(format!("account:{e}"));
     }
+    check_keys(state, keys, addr).await
+}
+
+/// [`check`] for a signed-in device proving its password: its failures
+/// count for the device, not the account, so a thief with a stolen token
+/// cannot lock the owner out of signing that device out.
+pub async fn check_device(
+    state: &SharedState,
+    device_id: i64,
+    addr: Option<IpAddr>,
+) -> ApiResult<Guard> {
+    check_keys(state, vec![format!("device:{device_id}")], addr).await
+}
+
+async fn check_keys(
+    state: &SharedState,
+    mut keys: Vec<String>,
+    addr: Option<IpAddr>,
+) -> ApiResult<Guard> {
     if let Some(a) = addr {
         keys.push(format!("addr:{}", canonical(a)));
     }
     let now = state.now();
-    let counts = state
+    match state
         .meta
-        .auth_failures(&keys, now - WINDOW_SECS + 1)
-        .await?;
-    for (key, (n, oldest)) in keys.iter().zip(&counts) {
-        if *n >= MAX_FAILURES {
-            let until = oldest.unwrap_or(now) + WINDOW_SECS;
-            tracing::warn!(key = %key, failures = n, "rate limited: too many failed attempts");
-            return Err(ApiError::rate_limited(
-                *n,
+        .auth_attempt(&keys, now, now - WINDOW_SECS + 1, MAX_FAILURES)
+        .await?
+    {
+        AuthAttempt::Counted(rows) => Ok(Guard { rows }),
+        AuthAttempt::Limited { failures, oldest } => {
+            let until = oldest + WINDOW_SECS;
+            tracing::warn!(keys = ?keys, failures, "rate limited: too many failed attempts");
+            Err(ApiError::rate_limited(
+                failures,
                 WINDOW_SECS / 60,
                 (until - now).max(1) as u64,
-            ));
+            ))
         }
     }
-    Ok(Guard { keys })
 }
 
 impl Guard {
-    /// Counts a failure of this request.
-    pub async fn failed(&self, state: &SharedState) -> ApiResult<()> {
-        let now = state.now();
-        state
-            .meta
-            .auth_failure_add(&self.keys, now, now - WINDOW_SECS)
-            .await?;
+    /// The attempt succeeded: it is not a failure.
+    pub async fn succeeded(&self, state: &SharedState) -> ApiResult<()> {
+        state.meta.auth_attempt_succeeded(&self.rows).await?;
         Ok(())
     }
 }

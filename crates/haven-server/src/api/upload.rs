@@ -104,7 +104,15 @@ async fn store_pack(
     // pack is then stored without them, under the id of what is stored.
     // The same pack again (a retry after a lost answer) is stored as
     // before: its blobs point into it, and a damaged copy is replaced.
-    let (pack_id, bytes, blobs, staged) = if existed || missing.len() == blobs.len() {
+    // A pack naming one blob twice is a pack with a known blob too.
+    let unique = blobs
+        .iter()
+        .map(|b| b.id)
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let (pack_id, bytes, blobs, staged) = if existed
+        || (unique == blobs.len() && missing.len() == blobs.len())
+    {
         (pack_id, bytes, blobs, staged)
     } else if missing.is_empty() {
         tracing::info!(account_id = caller.account_id, pack = %pack_id, blobs = all, "a pack of blobs the account holds: nothing stored");
@@ -116,7 +124,11 @@ async fn store_pack(
     } else {
         let (id, bytes, blobs) = tokio::task::spawn_blocking(move || {
             let mut w = haven_format::pack::PackWriter::new();
-            for b in blobs.iter().filter(|b| missing.contains(&b.id)) {
+            let mut seen = std::collections::HashSet::new();
+            for b in blobs
+                .iter()
+                .filter(|b| missing.contains(&b.id) && seen.insert(b.id))
+            {
                 let range = b.offset as usize..b.offset as usize + b.length as usize;
                 w.add(b.kind, b.id, &bytes[range]);
             }
