@@ -204,7 +204,6 @@ pub fn recover(
 /// Proves the password to the server for this device's later requests on
 /// `remote`: what deletes or weakens backups needs it (invariant 10).
 pub fn confirm_password(profile: &Profile, remote: &HttpRemote, password: &str) -> Result<()> {
-    remote.check_secret_transport()?;
     let kdf = kdf_for(remote, &profile.email)?;
     let keys = derive(password, &kdf)?;
     remote.elevate(&keys.auth.to_hex())

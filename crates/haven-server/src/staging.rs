@@ -105,7 +105,7 @@ pub async fn admit<'a>(
 ) -> ApiResult<Claim<'a>> {
     let allowance = match crate::api::quota(state, account_id).await? {
         Some(q) => {
-            let used = state.meta.usage(account_id).await?.used;
+            let used = state.meta.used(account_id).await?;
             q.saturating_sub(used) + SLACK
         }
         None => NO_QUOTA_CAP,

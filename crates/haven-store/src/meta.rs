@@ -448,6 +448,9 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> Result<Vec<SnapshotRow>, StoreError>;
     /// One snapshot.
     async fn snapshot(&self, account_id: i64, id: &str) -> Result<Option<SnapshotRow>, StoreError>;
+    /// `usage(..).used` alone, without the per-device and per-category
+    /// figures: what the checks of every upload need.
+    async fn used(&self, account_id: i64) -> Result<u64, StoreError>;
     /// The account's usage, consistent with the last committed transaction.
     async fn usage(&self, account_id: i64) -> Result<Usage, StoreError>;
     /// Bytes that deleting the snapshot would free at once: its blobs that

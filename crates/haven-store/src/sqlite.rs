@@ -1909,6 +1909,11 @@ impl MetaStore for SqliteMeta {
         Ok(row)
     }
 
+    async fn used(&self, account_id: i64) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        used_in(&mut conn, account_id).await
+    }
+
     async fn usage(&self, account_id: i64) -> Result<Usage, StoreError> {
         let mut tx = self.pool.begin().await?;
         let used = used_in(&mut tx, account_id).await?;

@@ -617,6 +617,7 @@ async fn quota_contract(m: &dyn MetaStore, b: i64, device: i64) {
     c.quota = quota;
     m.snapshot_commit(&c).await.expect("commit within quota");
     assert_eq!(m.usage(b).await.expect("usage").used, 100);
+    assert_eq!(m.used(b).await.expect("used"), 100, "the same figure alone");
     assert!(m.snapshot_delete(b, "q1").await.expect("delete"));
     assert_eq!(m.usage(b).await.expect("usage").used, 0);
     // The deleted backup's blobs are still indexed: a new backup that

@@ -23,8 +23,8 @@ pub struct Caller {
     pub device_id: i64,
     /// The request carried a valid proof of the password ([`GRANT_HEADER`]).
     pub elevated: bool,
-    /// The peer's address, for the log.
-    pub peer: Option<SocketAddr>,
+    /// The peer's address, for the log and the rate limits.
+    pub peer: Peer,
 }
 
 impl Caller {
@@ -37,11 +37,6 @@ impl Caller {
         } else {
             Err(ApiError::password_required())
         }
-    }
-
-    /// The peer's address for the log ("-" when unknown).
-    pub fn addr(&self) -> String {
-        self.peer.map_or_else(|| "-".into(), |a| a.to_string())
     }
 }
 
@@ -121,7 +116,7 @@ impl FromRequestParts<SharedState> for Caller {
             account_id: t.account_id,
             device_id: t.device_id,
             elevated,
-            peer: peer(parts, state),
+            peer: Peer(peer(parts, state)),
         })
     }
 }
@@ -193,11 +188,9 @@ pub async fn elevate(
         .account(caller.account_id)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
-    let guard =
-        super::ratelimit::check_device(&state, caller.device_id, caller.peer.map(|p| p.ip()))
-            .await?;
+    let guard = super::ratelimit::check_device(&state, caller.device_id, caller.peer.ip()).await?;
     if !hash_matches(&account.auth_hash, &key) {
-        tracing::warn!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), "wrong password to confirm a destructive action");
+        tracing::warn!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.peer.text(), "wrong password to confirm a destructive action");
         return Err(ApiError::wrong_password());
     }
     guard.succeeded(&state).await?;
@@ -256,7 +249,7 @@ pub async fn change_password(
         .account_set_password(caller.account_id, &kdf, auth_hash, &wrapped)
         .await?;
     crate::journal::account(&state, caller.account_id).await?;
-    tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), signed_out, "password changed");
+    tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.peer.text(), signed_out, "password changed");
     Ok(Json(ChangePasswordResponse {
         signed_out: signed_out as u32,
     }))
@@ -476,7 +469,8 @@ pub async fn check_password(
     }
 }
 
-/// The peer's address of a request, for the log.
+/// The peer's address of a request, for the log and the rate limits.
+#[derive(Clone, Copy, Debug)]
 pub struct Peer(pub Option<SocketAddr>);
 
 impl Peer {

@@ -64,7 +64,7 @@ pub async fn remove_device(
         "device_removed",
     )
     .await?;
-    tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), removed = %name, sign_ins = n, "device signed out");
+    tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.peer.text(), removed = %name, sign_ins = n, "device signed out");
     let d = state
         .meta
         .devices(caller.account_id)
@@ -446,7 +446,7 @@ pub async fn delete(
     check_snapshot_id(&id)?;
     caller.require_password()?;
     if crate::journal::delete_snapshot(&state, caller.account_id, &id).await? {
-        tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), snapshot = %id, "backup deleted");
+        tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.peer.text(), snapshot = %id, "backup deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("backup"))

@@ -188,7 +188,7 @@ pub async fn set_plan(
         .account_set_plan(caller.account_id, Some(&plan.name))
         .await?;
     crate::journal::account(&state, caller.account_id).await?;
-    tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), plan = %plan.name, "plan changed by the user");
+    tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.peer.text(), plan = %plan.name, "plan changed by the user");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -239,7 +239,7 @@ pub async fn set_category(
     }
     let device = device_id(&state, &caller, q.device.as_deref()).await?;
     if !req.enabled {
-        tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.addr(), category = %name, of_device = device, "category switched off");
+        tracing::info!(account_id = caller.account_id, device_id = caller.device_id, addr = %caller.peer.text(), category = %name, of_device = device, "category switched off");
     }
     state
         .meta

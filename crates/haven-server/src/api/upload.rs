@@ -156,7 +156,7 @@ async fn store_pack(
         // Refuse before writing anything when the new blobs cannot fit
         // even ignoring other backups' reservations; `pack_insert` makes
         // the exact check.
-        let used = state.meta.usage(caller.account_id).await?.used;
+        let used = state.meta.used(caller.account_id).await?;
         if new_bytes > 0 && used + new_bytes > q {
             return Err(ApiError::quota_exceeded(new_bytes, q.saturating_sub(used)));
         }

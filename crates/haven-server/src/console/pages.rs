@@ -316,18 +316,22 @@ fn categories_fragment(device: &str, rows: &[CategoryRow], csrf: &str) -> Markup
 }
 
 async fn device_id(state: &SharedState, user: &WebUser, name: &str) -> Result<i64, Response> {
+    device_of(state, user, name).await.map(|d| d.id)
+}
+
+async fn device_of(
+    state: &SharedState,
+    user: &WebUser,
+    name: &str,
+) -> Result<haven_store::meta::Device, Response> {
     match state.meta.devices(user.account.id).await {
-        Ok(devs) => devs
-            .into_iter()
-            .find(|d| d.name == name)
-            .map(|d| d.id)
-            .ok_or_else(|| {
-                problem(
-                    StatusCode::NOT_FOUND,
-                    &format!("Your account has no device named {name:?}."),
-                    "Pick a device from the Devices page.",
-                )
-            }),
+        Ok(devs) => devs.into_iter().find(|d| d.name == name).ok_or_else(|| {
+            problem(
+                StatusCode::NOT_FOUND,
+                &format!("Your account has no device named {name:?}."),
+                "Pick a device from the Devices page.",
+            )
+        }),
         Err(e) => Err(problem_from(e.into())),
     }
 }
@@ -376,8 +380,8 @@ pub async fn device(
     Query(q): Query<Deleted>,
 ) -> Response {
     let user = signed_in!(state, headers);
-    let id = match device_id(&state, &user, &name).await {
-        Ok(id) => id,
+    let (id, signed_in) = match device_of(&state, &user, &name).await {
+        Ok(d) => (d.id, d.signed_in),
         Err(r) => return r,
     };
     let cats = or_problem!(state.meta.categories(user.account.id, id).await);
@@ -389,9 +393,6 @@ pub async fn device(
         ));
     }
     let healing = backups.iter().any(|b| b.health != "ok");
-    let signed_in = or_problem!(state.meta.devices(user.account.id).await)
-        .iter()
-        .any(|d| d.id == id && d.signed_in);
     let body = html! {
         h1 { (name) }
         @if let (Some(d), Some(f)) = (&q.deleted, q.freed) {
